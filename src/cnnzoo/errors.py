@@ -1,0 +1,27 @@
+"""Errors a user can cause. Each carries one sentence naming what is wrong and how to fix it.
+
+The CLI prints ``str(error)`` on one line and exits with code 2; programming errors are left to
+raise normally so that they show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CnnzooError(Exception):
+    """Base class of every error a user can cause."""
+
+
+class UnknownModelError(CnnzooError, ValueError):
+    """A model name that is not in the registry."""
+
+
+class UnknownArgumentError(CnnzooError, TypeError):
+    """A keyword argument that the model (or function) does not take. Also a ``TypeError``."""
+
+
+class InvalidArgumentError(CnnzooError, ValueError):
+    """An argument with a value outside what it accepts."""
+
+
+class InputSizeError(CnnzooError, ValueError):
+    """An input size the model cannot take (too small for a layer, or not what a layer expects)."""

@@ -1,0 +1,15 @@
+"""Layers used by two or more model families."""
+
+from cnnzoo.layers.blocks import ConvBNAct, DropPath, SqueezeExcitation, paper_lrn
+from cnnzoo.layers.pool import POOL_KINDS, MinPool2d, StochasticPool2d, make_pool
+
+__all__ = [
+    "POOL_KINDS",
+    "ConvBNAct",
+    "DropPath",
+    "MinPool2d",
+    "SqueezeExcitation",
+    "StochasticPool2d",
+    "make_pool",
+    "paper_lrn",
+]

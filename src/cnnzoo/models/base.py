@@ -1,0 +1,57 @@
+"""The model contract shared by every family (DESIGN.md §3).
+
+Each family's network subclasses :class:`ZooModel`, defines ``forward_features`` (image to the
+last feature map) and ``forward_head`` (feature map to logits, or to the vector the classifier
+reads when ``pre_logits=True``), and sets three attributes in ``__init__``:
+
+- ``classifier_name``: dotted path of the final ``nn.Linear`` that produces the logits;
+- ``num_features``: the width of the vector that classifier reads;
+- ``stage_map``: the backbone's stages from input to output, each a label and the module paths
+  it owns (``{"stem": ["conv1", "bn1"], "layer1": ["layer1"], ...}``): the units of freezing.
+
+Everything else a transfer-learning user needs (``get_classifier``, ``reset_classifier``) is
+derived here once, so no family needs code of its own for it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ZooModel(nn.Module):
+    """Base class of every registered network."""
+
+    classifier_name: str
+    num_features: int
+    num_classes: int
+    stage_map: dict[str, list[str]]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The final layer that maps ``num_features`` to ``num_classes`` logits."""
+        return self.get_submodule(self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one of ``num_classes`` outputs."""
+        self.set_submodule(self.classifier_name, self._new_classifier(num_classes))
+        self.num_classes = num_classes
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        old = self.get_classifier()
+        return nn.Linear(self.num_features, num_classes, device=old.weight.device)
+
+    def stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """The backbone stages in order from the input, as ``(label, modules)`` pairs."""
+        return [
+            (label, [self.get_submodule(path) for path in paths])
+            for label, paths in self.stage_map.items()
+        ]

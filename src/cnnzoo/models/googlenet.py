@@ -1,0 +1,1 @@
+"""googlenet family (being written)."""

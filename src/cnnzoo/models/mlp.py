@@ -1,0 +1,1 @@
+"""mlp family (being written)."""
