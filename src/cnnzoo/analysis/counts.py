@@ -39,11 +39,15 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
             module.in_channels, module.out_channels, module.kernel_size, h, w, module.groups
         )
     if isinstance(module, nn.Linear):
-        return formulas.linear_macs(module.in_features, module.out_features, out.numel() // out.shape[-1])
+        return formulas.linear_macs(
+            module.in_features, module.out_features, out.numel() // out.shape[-1]
+        )
     return 0
 
 
-def layer_rows(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> list[LayerRow]:
+def layer_rows(
+    model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1
+) -> list[LayerRow]:
     """Run one shape-only forward pass in eval mode and return a row per leaf-module call.
 
     The pass runs on the meta device (no memory for activations, no arithmetic). A model with
@@ -60,7 +64,9 @@ def layer_rows(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 
             return
         own = sum(p.numel() for p in module.parameters(recurse=False))
         rows.append(
-            LayerRow(names[module], type(module).__name__, tuple(out.shape), own, _macs(module, out))
+            LayerRow(
+                names[module], type(module).__name__, tuple(out.shape), own, _macs(module, out)
+            )
         )
 
     leaves = [m for m in model.modules() if next(m.children(), None) is None]

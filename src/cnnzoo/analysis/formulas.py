@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 def conv_output_size(
-    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
     ceil_mode: bool = False,
 ) -> int:
     """Output side of a convolution or pooling layer: W' = ⌊(W − F_eff + 2P)/S⌋ + 1.
@@ -28,7 +32,10 @@ def conv_output_size(
 
 
 def conv_params(
-    in_chans: int, out_chans: int, kernel: int | tuple[int, int], groups: int = 1,
+    in_chans: int,
+    out_chans: int,
+    kernel: int | tuple[int, int],
+    groups: int = 1,
     bias: bool = True,
 ) -> int:
     """Parameters of a convolution: K·(F²·C/groups + 1) with ``bias``, K·F²·C/groups without."""
@@ -37,7 +44,11 @@ def conv_params(
 
 
 def conv_macs(
-    in_chans: int, out_chans: int, kernel: int | tuple[int, int], out_h: int, out_w: int,
+    in_chans: int,
+    out_chans: int,
+    kernel: int | tuple[int, int],
+    out_h: int,
+    out_w: int,
     groups: int = 1,
 ) -> int:
     """Multiply-adds of a convolution: every output value needs F²·C/groups of them."""

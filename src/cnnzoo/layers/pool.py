@@ -69,7 +69,9 @@ class StochasticPool2d(nn.Module):
         return out.reshape(n, c, out_h, out_w)
 
 
-def make_pool(kind: str, kernel_size: int, stride: int | None = None, padding: int = 0) -> nn.Module:
+def make_pool(
+    kind: str, kernel_size: int, stride: int | None = None, padding: int = 0
+) -> nn.Module:
     """A pooling layer by name: ``"max"``, ``"avg"``, ``"min"`` or ``"stochastic"``."""
     if kind == "max":
         return nn.MaxPool2d(kernel_size, stride, padding)

@@ -45,7 +45,11 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, in_chans: int, out_chans: int, stride: int = 1, shortcut: str = "B",
+        self,
+        in_chans: int,
+        out_chans: int,
+        stride: int = 1,
+        shortcut: str = "B",
         stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
@@ -82,7 +86,11 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, in_chans: int, out_chans: int, stride: int = 1, shortcut: str = "B",
+        self,
+        in_chans: int,
+        out_chans: int,
+        stride: int = 1,
+        shortcut: str = "B",
         stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
@@ -215,19 +223,31 @@ def _imagenet(depth: int, num_classes: int, in_chans: int, **kwargs: bool) -> Re
 def _cifar(depth: int, num_classes: int, in_chans: int, shortcut: str) -> ResNet:
     n = (depth - 2) // 6
     return ResNet(
-        BasicBlock, (n, n, n), (16, 32, 64), num_classes, in_chans,
-        stem="cifar", stem_width=16, shortcut=shortcut,
+        BasicBlock,
+        (n, n, n),
+        (16, 32, 64),
+        num_classes,
+        in_chans,
+        stem="cifar",
+        stem_width=16,
+        shortcut=shortcut,
     )
 
 
 def _register_imagenet(depth: int) -> None:
     def builder(
-        *, num_classes: int, in_chans: int, stride_in_1x1: bool = False,
+        *,
+        num_classes: int,
+        in_chans: int,
+        stride_in_1x1: bool = False,
         zero_init_residual: bool = False,
     ) -> ResNet:
         return _imagenet(
-            depth, num_classes, in_chans,
-            stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual,
+            depth,
+            num_classes,
+            in_chans,
+            stride_in_1x1=stride_in_1x1,
+            zero_init_residual=zero_init_residual,
         )
 
     builder.__name__ = f"resnet{depth}"
@@ -245,7 +265,11 @@ def _register_cifar(depth: int, prefix: str, shortcut: str) -> None:
     kind = "plain (no shortcuts)" if shortcut == "none" else "option-A shortcuts"
     builder.__doc__ = f"CIFAR {prefix}-{depth}: 3 stages of {(depth - 2) // 6} blocks, {kind}."
     register_model(
-        family="resnet", paper=_PAPER, year=2015, input_size=(3, 32, 32), num_classes=10,
+        family="resnet",
+        paper=_PAPER,
+        year=2015,
+        input_size=(3, 32, 32),
+        num_classes=10,
         min_size=1,
     )(builder)
 
