@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cnnzoo list
-	$(BIN)/cnnzoo layers lenet5
+	$(BIN)/cnnzoo summary lenet5
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnzoo.errors import InvalidArgumentError, UnknownArgumentError, UnknownModelError
+from cnnzoo.errors import (
+    InputSizeError,
+    InvalidArgumentError,
+    UnknownArgumentError,
+    UnknownModelError,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,21 @@ class ModelSpec:
         if self.max_size == self.min_size:
             return str(self.min_size)
         return f"{self.min_size}-{self.max_size}"
+
+    def check_input(self, height: int, width: int) -> None:
+        """Raise :class:`InputSizeError` when ``height × width`` is outside the valid sizes."""
+        low, high = min(height, width), max(height, width)
+        if low < self.min_size:
+            raise InputSizeError(
+                f"{self.name} needs inputs of at least {self.min_size}×{self.min_size} "
+                f"(got {height}×{width}): resize the images to {self.min_size} or more."
+            )
+        if self.max_size is not None and high > self.max_size:
+            raise InputSizeError(
+                f"{self.name} takes inputs of {self.valid_sizes} pixels a side, because its "
+                f"classifier reads a fixed-size feature map (got {height}×{width}): resize or "
+                f"crop the images to {self.input_size[1]}×{self.input_size[2]}."
+            )
 
     def accepts(self) -> list[str]:
         """The keyword arguments the builder takes."""

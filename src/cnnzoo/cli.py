@@ -1,0 +1,133 @@
+"""The `cnnzoo` command: parses arguments, calls the library, prints. No logic of its own.
+
+Errors a user can cause (:class:`cnnzoo.errors.CnnzooError`) print one line on stderr and exit
+with code 2, like argparse's own usage errors; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnzoo.errors import CnnzooError, InvalidArgumentError
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``"3x224x224"`` → ``(3, 224, 224)``; a single number is a square with 3 channels."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) == 1:
+        dims = (3, dims[0], dims[0])
+    if len(dims) != 3 or min(dims) < 1:
+        raise InvalidArgumentError(
+            f"--input {text!r} is not an input size: write CxHxW, e.g. 3x224x224."
+        )
+    return dims  # type: ignore[return-value]
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> None:
+    from cnnzoo.analysis.zoo import zoo_rows
+
+    rows = zoo_rows(args.family)
+    if args.json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title="cnnzoo models (MACs: conv + linear multiply-adds at the default input)")
+    for col, justify in [
+        ("name", "left"), ("family", "left"), ("year", "right"), ("params", "right"),
+        ("MACs", "right"), ("input", "right"), ("valid sizes", "right"),
+    ]:  # fmt: skip
+        table.add_column(col, justify=justify)
+    for r in rows:
+        c, h, w = r["input_size"]
+        table.add_row(
+            r["name"], r["family"], str(r["year"]), f"{r['params']:,}", _human(r["macs"]),
+            f"{c}×{h}×{w}", r["valid_sizes"],
+        )  # fmt: skip
+    console.print(table)
+
+
+def cmd_summary(args: argparse.Namespace, console: Console) -> None:
+    import torch
+
+    from cnnzoo.analysis import count_params, layer_rows
+    from cnnzoo.registry import create_model, get_spec
+
+    spec = get_spec(args.model)
+    size = parse_input_size(args.input) if args.input else spec.input_size
+    spec.check_input(size[1], size[2])
+    with torch.device("meta"):
+        model = create_model(args.model, num_classes=args.num_classes, in_chans=size[0])
+    rows = layer_rows(model, size)
+    params, macs = count_params(model), sum(r.macs for r in rows)
+    if args.json:
+        payload = {
+            "model": args.model,
+            "input_size": list(size),
+            "params": params,
+            "macs": macs,
+            "flops": 2 * macs,
+            "layers": [r.__dict__ | {"output_shape": list(r.output_shape)} for r in rows],
+        }
+        console.print_json(json.dumps(payload))
+        return
+    table = Table(title=f"{args.model} at {size[0]}×{size[1]}×{size[2]}")
+    for col, justify in [
+        ("layer", "left"), ("type", "left"), ("output", "right"), ("params", "right"),
+        ("MACs", "right"),
+    ]:  # fmt: skip
+        table.add_column(col, justify=justify)
+    for r in rows:
+        shape = "×".join(str(d) for d in r.output_shape[1:])
+        table.add_row(r.name, r.type, shape, f"{r.params:,}", f"{r.macs:,}")
+    console.print(table)
+    console.print(
+        f"params {params:,} · MACs {macs:,} ({_human(macs)}; FLOPs = 2 × MACs = {_human(2 * macs)})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the zoo: every model with its size, cost and valid inputs")
+    p.add_argument("--family", help="only this family, e.g. resnet")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("summary", help="one model's layers: output shapes, parameters, MACs")
+    p.add_argument("model", help="registry name, e.g. lenet5 (see `cnnzoo list`)")
+    p.add_argument("--input", help="input size CxHxW (default: the model's own)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Off a terminal (a pipe, a file, CI logs) rich would wrap tables at 80 columns.
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    try:
+        args.func(args, console)
+    except CnnzooError as err:
+        print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,28 @@
+"""Shared fixtures: the published reference numbers and the tolerance policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+# A verbatim copy of the project's reference table (published parameter counts, multiply-adds
+# and accuracies; see tests/data/README.md), so that tests need nothing outside the clone.
+REFERENCE_JSON = Path(__file__).parent / "data" / "reference_models.json"
+
+
+def load_reference() -> dict[str, dict]:
+    return json.loads(REFERENCE_JSON.read_text())["models"]
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, dict]:
+    return load_reference()
+
+
+def same_outputs(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
+    """The project's tolerance for re-implementations: |a − b| ≤ rtol · max(1, max |a|)."""
+    scale = max(1.0, a.abs().max().item())
+    return (a - b).abs().max().item() <= rtol * scale
