@@ -93,7 +93,6 @@ def test_contract(name: str):
     first_conv = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert id(first_conv.weight) in staged, "the stem must be the first stage"
 
-
     # in_chans=3 and the default class count on the meta device: only shapes matter here.
     with torch.device("meta"):
         rgb = cnnzoo.create_model(name, in_chans=3).eval()

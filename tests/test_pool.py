@@ -87,7 +87,7 @@ def test_stochastic_pool_all_zero_window_gives_zero_in_both_modes():
 
 
 def test_stochastic_pool_rejects_negative_input_with_a_clear_error():
-    with pytest.raises(InvalidArgumentError, match="non-negative.*ReLU"):
+    with pytest.raises(InvalidArgumentError, match=r"non-negative.*ReLU"):
         StochasticPool2d(2)(-WINDOW)
 
 

@@ -17,18 +17,17 @@ def conv_output_size(
 ) -> int:
     """Output side of a convolution or pooling layer: W' = ⌊(W − F_eff + 2P)/S⌋ + 1.
 
-    ``F_eff = dilation·(F − 1) + 1`` is the dilated kernel's extent; with ``ceil_mode`` the
-    division rounds up, except that the last window must start inside the (left-padded) input,
-    as PyTorch's pooling layers require.
+    ``F_eff = dilation·(F − 1) + 1`` is the dilated kernel's extent. With ``ceil_mode`` the
+    division rounds up (so a 2-pixel input still gives one 3×3/2 window), except that the last
+    window must start inside the left-padded input, as PyTorch's pooling layers require. A
+    result below 1 means the layer cannot run on that input.
     """
     extent = dilation * (kernel - 1) + 1
     span = size + 2 * padding - extent
-    if span < 0:
-        return 0
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
+    if ceil_mode and out > 0 and (out - 1) * stride >= size + padding:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def conv_params(

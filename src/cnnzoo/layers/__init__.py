@@ -1,6 +1,12 @@
 """Layers used by two or more model families."""
 
-from cnnzoo.layers.blocks import ConvBNAct, DropPath, SqueezeExcitation, paper_lrn
+from cnnzoo.layers.blocks import (
+    ConvBNAct,
+    DropPath,
+    SqueezeExcitation,
+    make_divisible,
+    paper_lrn,
+)
 from cnnzoo.layers.pool import POOL_KINDS, MinPool2d, StochasticPool2d, make_pool
 
 __all__ = [
@@ -10,6 +16,7 @@ __all__ = [
     "MinPool2d",
     "SqueezeExcitation",
     "StochasticPool2d",
+    "make_divisible",
     "make_pool",
     "paper_lrn",
 ]

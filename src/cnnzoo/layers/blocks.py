@@ -13,6 +13,14 @@ import torch
 from torch import nn
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to the nearest multiple of ``divisor`` (at least ``divisor``), never
+    more than 10% down: the rule of the MobileNet/EfficientNet reference code (TF-slim's and the
+    TPU code's ``round_filters``, torchvision's ``_make_divisible``)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 class ConvBNAct(nn.Sequential):
     """Convolution (no bias), BatchNorm, then an activation; 'same' padding for odd kernels.
 
@@ -58,20 +66,22 @@ class ConvBNAct(nn.Sequential):
 
 class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018): reweight channels by a gate computed from their
-    global average. ``squeeze_chans`` is the bottleneck width of the two 1×1 convolutions."""
+    global average. ``squeeze_chans`` is the bottleneck width of the two 1×1 convolutions;
+    ``scale_act`` is the gate (a sigmoid; MobileNet v3 uses a hard sigmoid)."""
 
     def __init__(
         self,
         in_chans: int,
         squeeze_chans: int,
         act: Callable[..., nn.Module] = nn.SiLU,
+        scale_act: Callable[..., nn.Module] = nn.Sigmoid,
     ) -> None:
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(in_chans, squeeze_chans, 1)
         self.fc2 = nn.Conv2d(squeeze_chans, in_chans, 1)
         self.activation = act()
-        self.scale_activation = nn.Sigmoid()
+        self.scale_activation = scale_act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.avgpool(x)  # (N, C, 1, 1)
@@ -94,7 +104,7 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x * mask.div_(keep)  # scale the mask, not x: bit-identical to torchvision
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
