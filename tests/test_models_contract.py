@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.errors import InvalidArgumentError, UnknownArgumentError, UnknownModelError
+from cnnzoo.analysis import count_params, model_macs
+from cnnzoo.errors import (
+    InputSizeError,
+    InvalidArgumentError,
+    UnknownArgumentError,
+    UnknownModelError,
+)
 from cnnzoo.models.base import ZooModel
 
 NAMES = cnnzoo.list_models()
@@ -90,14 +96,23 @@ def test_contract(name: str):
     assert len({id(m) for m in modules}) == len(modules)
     staged = {id(p) for m in modules for p in m.parameters()}
     assert not staged & {id(p) for p in model.get_classifier().parameters()}
+    # Every parameter is in a stage, the classifier, or an auxiliary head (GoogLeNet's).
+    classifier = {id(p) for p in model.get_classifier().parameters()}
+    loose = [
+        k for k, p in model.named_parameters()
+        if id(p) not in staged | classifier and not k.startswith("aux")
+    ]  # fmt: skip
+    assert not loose, f"parameters in no stage: {loose[:4]}"
     first_conv = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert id(first_conv.weight) in staged, "the stem must be the first stage"
 
-    # in_chans=3 and the default class count on the meta device: only shapes matter here.
+    # The default build on the meta device: shapes, and the registered counts.
     with torch.device("meta"):
-        rgb = cnnzoo.create_model(name, in_chans=3).eval()
-        out = rgb(torch.empty(1, 3, side, side))
+        default = cnnzoo.create_model(name).eval()
+        out = default(torch.empty(1, *spec.input_size))
     assert out.shape == (1, spec.num_classes)
+    assert count_params(default) == spec.params
+    assert model_macs(default, spec.input_size) == spec.macs
 
 
 def test_unknown_name_suggests_close_matches():
@@ -120,3 +135,26 @@ def test_num_classes_and_in_chans_must_be_positive_integers(value):
         cnnzoo.create_model("resnet20", num_classes=value)
     with pytest.raises(InvalidArgumentError, match="in_chans"):
         cnnzoo.create_model("resnet20", in_chans=value)
+
+
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [(n, o) for n in NAMES for o in cnnzoo.get_spec(n).option_sizes],
+)
+def test_option_sizes_hold(name: str, option: str):
+    spec = cnnzoo.get_spec(name)
+    low, high = spec.option_sizes[option]
+    # In training mode, so that option-dependent parts (GoogLeNet's aux heads) run.
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name, **{option: True}).train()
+        model(torch.empty(2, 3, low, low))
+        with pytest.raises((RuntimeError, ValueError)):
+            model(torch.empty(2, 3, low - 1, low - 1))
+        if high is not None:
+            model(torch.empty(2, 3, high, high))
+            with pytest.raises((RuntimeError, ValueError)):
+                model(torch.empty(2, 3, high + 1, high + 1))
+    assert spec.size_range(**{option: True}) == (max(low, spec.min_size), high)
+    with pytest.raises(InputSizeError, match=f"{low}-{high}"):
+        spec.check_input(high + 1, high + 1, **{option: True})
+    spec.check_input(high + 1, high + 1)  # without the option the size is fine

@@ -35,9 +35,11 @@ def _meta(name: str, **kwargs) -> nn.Module:
 @pytest.mark.parametrize("bn", ["", "_bn"])
 def test_stages_are_the_papers_columns(depth: int, bn: str):
     model = _meta(f"vgg{depth}{bn}")
-    assert list(model.stage_map) == [f"block{i}" for i in range(1, 6)]
+    blocks = [f"block{i}" for i in range(1, 6)]
+    assert list(model.stage_map) == [*blocks, "fc"]
+    assert model.stage_map["fc"] == ["classifier.0", "classifier.3"]  # FC6, FC7
     widths = []
-    for paths in model.stage_map.values():
+    for paths in (model.stage_map[b] for b in blocks):
         mods = [model.get_submodule(p) for p in paths]
         convs = [m for m in mods if isinstance(m, nn.Conv2d)]
         for c in convs:
@@ -54,8 +56,8 @@ def test_stages_are_the_papers_columns(depth: int, bn: str):
         (4096, 4096),
         (4096, 1000),
     ]
-    # The stages cover `features` exactly, in order.
-    paths = [p for ps in model.stage_map.values() for p in ps]
+    # The conv stages cover `features` exactly, in order.
+    paths = [p for b in blocks for p in model.stage_map[b]]
     assert paths == [f"features.{i}" for i in range(len(model.features))]
 
 

@@ -36,7 +36,12 @@ class ModelSpec:
         min_size: smallest square input side for which every layer's output is at least 1.
         max_size: largest square input side, for models whose classifier takes a fixed size;
             ``None`` when any size from ``min_size`` up works.
+        option_sizes: narrower valid sides ``(min, max)`` that apply when a boolean option is on,
+            e.g. ``{"aux_logits": (223, 270)}`` for heads that read a fixed-size map.
         torchvision: the torchvision builder with the same state_dict, or ``None``.
+        params: trainable parameters with the default classes and channels (published figure
+            where there is one; the tests count the built model against it).
+        macs: conv + linear multiply-adds of one image at ``input_size``, likewise.
         builder: the function that builds the model.
     """
 
@@ -48,36 +53,56 @@ class ModelSpec:
     num_classes: int
     min_size: int
     max_size: int | None
+    option_sizes: dict[str, tuple[int, int | None]]
     torchvision: str | None
+    params: int
+    macs: int
     builder: Callable[..., nn.Module]
 
     @property
     def valid_sizes(self) -> str:
-        """The valid square input sides as text, e.g. ``"63+"`` or ``"227-258"``."""
-        if self.max_size is None:
-            return f"{self.min_size}+"
-        if self.max_size == self.min_size:
-            return str(self.min_size)
-        return f"{self.min_size}-{self.max_size}"
+        """The valid square input sides as text, e.g. ``"63+"``, ``"227-258"`` or
+        ``"31+ (aux_logits: 223-270)"``."""
+        text = _range_text(self.min_size, self.max_size)
+        for option, (low, high) in self.option_sizes.items():
+            text += f" ({option}: {_range_text(low, high)})"
+        return text
 
-    def check_input(self, height: int, width: int) -> None:
-        """Raise :class:`InputSizeError` when ``height × width`` is outside the valid sizes."""
-        low, high = min(height, width), max(height, width)
-        if low < self.min_size:
+    def size_range(self, **options: object) -> tuple[int, int | None]:
+        """The valid square sides ``(min, max)`` for a model built with ``options``."""
+        low, high = self.min_size, self.max_size
+        for option, (opt_low, opt_high) in self.option_sizes.items():
+            if options.get(option):
+                low = max(low, opt_low)
+                high = opt_high if high is None else min(high, opt_high or high)
+        return low, high
+
+    def check_input(self, height: int, width: int, **options: object) -> None:
+        """Raise :class:`InputSizeError` when ``height × width`` is outside the valid sizes of
+        the model built with ``options``."""
+        low, high = self.size_range(**options)
+        valid = _range_text(low, high)
+        if min(height, width) < low:
             raise InputSizeError(
-                f"{self.name} needs inputs of at least {self.min_size}×{self.min_size} "
-                f"(got {height}×{width}): resize the images to {self.min_size} or more."
+                f"{self.name} needs inputs of at least {low}×{low} (got {height}×{width}): "
+                f"resize the images to {low} or more."
             )
-        if self.max_size is not None and high > self.max_size:
+        if high is not None and max(height, width) > high:
             raise InputSizeError(
-                f"{self.name} takes inputs of {self.valid_sizes} pixels a side, because its "
-                f"classifier reads a fixed-size feature map (got {height}×{width}): resize or "
-                f"crop the images to {self.input_size[1]}×{self.input_size[2]}."
+                f"{self.name} takes inputs of {valid} pixels a side, because its classifier "
+                f"reads a fixed-size feature map (got {height}×{width}): resize or crop the "
+                f"images to {self.input_size[1]}×{self.input_size[2]}."
             )
 
     def accepts(self) -> list[str]:
         """The keyword arguments the builder takes."""
         return list(inspect.signature(self.builder).parameters)
+
+
+def _range_text(low: int, high: int | None) -> str:
+    if high is None:
+        return f"{low}+"
+    return str(low) if high == low else f"{low}-{high}"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -88,10 +113,13 @@ def register_model(
     family: str,
     paper: str,
     year: int,
+    params: int,
+    macs: int,
     input_size: tuple[int, int, int] = (3, 224, 224),
     num_classes: int = 1000,
     min_size: int,
     max_size: int | None = None,
+    option_sizes: dict[str, tuple[int, int | None]] | None = None,
     torchvision: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model builder under its function name.
@@ -104,8 +132,8 @@ def register_model(
         name = builder.__name__
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
-        params = inspect.signature(builder).parameters
-        missing = {"num_classes", "in_chans"} - set(params)
+        arguments = inspect.signature(builder).parameters
+        missing = {"num_classes", "in_chans"} - set(arguments)
         if missing:
             raise RuntimeError(f"builder {name!r} must take {sorted(missing)}")
         _REGISTRY[name] = ModelSpec(
@@ -117,7 +145,10 @@ def register_model(
             num_classes=num_classes,
             min_size=min_size,
             max_size=max_size,
+            option_sizes=dict(option_sizes or {}),
             torchvision=torchvision,
+            params=params,
+            macs=macs,
             builder=builder,
         )
         return builder

@@ -177,7 +177,15 @@ FC_WIDTH = 4096
 PAPER_UNIT_BIAS_LAYERS = (2, 4, 5, 6, 7)
 
 
-@register_model(family="alexnet", paper=_TV_PAPER, year=2014, min_size=63, torchvision="alexnet")
+@register_model(
+    family="alexnet",
+    paper=_TV_PAPER,
+    year=2014,
+    min_size=63,
+    torchvision="alexnet",
+    params=61_100_840,
+    macs=714_188_480,
+)
 def alexnet(*, num_classes: int, in_chans: int, dropout: float = 0.5) -> AlexNet:
     """AlexNet as torchvision builds it ("one weird trick" layout, adaptive 6×6 pool)."""
     return AlexNet(TORCHVISION_CONVS, num_classes, in_chans, dropout=dropout)
@@ -187,6 +195,8 @@ def alexnet(*, num_classes: int, in_chans: int, dropout: float = 0.5) -> AlexNet
     family="alexnet",
     paper=_PAPER,
     year=2012,
+    params=60_965_224,
+    macs=724_406_816,
     input_size=(3, 227, 227),
     min_size=227,
     max_size=258,

@@ -203,6 +203,16 @@ def _densenet(depth: int, num_classes: int, in_chans: int, drop_rate: float) -> 
     )
 
 
+# Parameters and conv + linear MACs at the default input, as published (torchvision's metadata);
+# registered as metadata so that `cnnzoo list` needs no model built. Tests count the real thing.
+COUNTS: dict[str, tuple[int, int]] = {
+    "densenet121": (7_978_856, 2_834_161_664),
+    "densenet169": (14_149_480, 3_359_843_328),
+    "densenet201": (20_013_928, 4_291_365_888),
+    "densenet161": (28_681_000, 7_727_907_072),
+}
+
+
 def _register(depth: int) -> None:
     def builder(*, num_classes: int, in_chans: int, drop_rate: float = 0.0) -> DenseNet:
         return _densenet(depth, num_classes, in_chans, drop_rate)
@@ -213,12 +223,15 @@ def _register(depth: int) -> None:
         f"DenseNet-{depth} (BC, k = {cfg.growth_rate}, blocks {cfg.block_config}; "
         "torchvision-compatible)."
     )
+    params, macs = COUNTS[builder.__name__]
     register_model(
         family="densenet",
         paper=_PAPER,
         year=2017,
         min_size=_MIN_SIZE,
         torchvision=f"densenet{depth}",
+        params=params,
+        macs=macs,
     )(builder)
 
 

@@ -248,6 +248,21 @@ SCALINGS = {
 _MIN_SIZE = 1
 
 
+# Parameters and conv + linear MACs at the default input, as published (torchvision's metadata,
+# at the paper resolution: torchvision quotes B2 at 288 px);
+# registered as metadata so that `cnnzoo list` needs no model built. Tests count the real thing.
+COUNTS: dict[str, tuple[int, int]] = {
+    "efficientnet_b0": (5_288_548, 385_814_752),
+    "efficientnet_b1": (7_794_184, 686_802_832),
+    "efficientnet_b2": (9_109_994, 993_561_872),
+    "efficientnet_b3": (12_233_232, 1_827_141_392),
+    "efficientnet_b4": (19_341_616, 4_393_771_024),
+    "efficientnet_b5": (30_389_784, 10_266_384_752),
+    "efficientnet_b6": (43_040_704, 19_067_593_536),
+    "efficientnet_b7": (66_347_960, 37_745_884_192),
+}
+
+
 def _register(variant: str) -> None:
     scaling = SCALINGS[variant]
 
@@ -273,6 +288,7 @@ def _register(variant: str) -> None:
         f"EfficientNet-{variant.upper()}: width ×{scaling.width}, depth ×{scaling.depth}, "
         f"{scaling.resolution} px, dropout {scaling.dropout} (torchvision-compatible)."
     )
+    params, macs = COUNTS[name]
     register_model(
         family="efficientnet",
         paper=_PAPER,
@@ -280,6 +296,8 @@ def _register(variant: str) -> None:
         input_size=(3, scaling.resolution, scaling.resolution),
         min_size=_MIN_SIZE,
         torchvision=name,
+        params=params,
+        macs=macs,
     )(builder)
 
 

@@ -318,7 +318,15 @@ INCEPTION_TABLE = (
 # conv1 gives ⌊(s+1)/2⌋, each 3×3/2 pool halves (rounding down) and 2×2/2 takes 1 px. torchvision's
 # 3×3 pool after 3b needs 2 px, so conv1 must give 8: s = 15. The paper's 3×3 pool after 4e
 # needs 2 px there, so conv1 must give 16: s = 31.
-@register_model(family="googlenet", paper=_PAPER, year=2014, min_size=15, torchvision="googlenet")
+@register_model(
+    family="googlenet",
+    paper=_PAPER,
+    year=2014,
+    min_size=15,
+    torchvision="googlenet",
+    params=6_624_904,
+    macs=1_498_376_192,
+)
 def googlenet(
     *,
     num_classes: int,
@@ -340,7 +348,16 @@ def googlenet(
     )
 
 
-@register_model(family="googlenet", paper=_PAPER, year=2014, min_size=31)
+@register_model(
+    family="googlenet",
+    paper=_PAPER,
+    year=2014,
+    min_size=31,
+    # The paper's aux heads pool 5×5/3 and flatten into a fixed FC: 14-16 px maps at 4a/4d.
+    option_sizes={"aux_logits": (223, 270)},
+    params=6_998_552,
+    macs=1_582_671_872,
+)
 def googlenet_paper(
     *,
     num_classes: int,

@@ -16,9 +16,9 @@
   Linear to 1280/1024 with hard-swish, dropout, Linear). torchvision-compatible.
 
 Widths under ``width_mult`` are rounded to the nearest multiple of 8, never more than 10% down
-(``_make_divisible``, from the TensorFlow reference code, as torchvision and timm do). v2 keeps
-its last convolution at 1280 for multipliers below one, as the paper does; v3 scales its hidden
-Linear with the rest, as torchvision does.
+(``cnnzoo.layers.make_divisible``: the TensorFlow reference code's rule, as in torchvision and
+timm). v2 keeps its last convolution at 1280 for multipliers below one, as the paper does; v3
+scales its hidden Linear with the rest, as torchvision does.
 
 Notes and deviations:
 - v1 activation: the paper's Figure 3 shows ReLU; its released TensorFlow checkpoints, Keras and
@@ -34,7 +34,8 @@ Notes and deviations:
 
 Smallest input: every convolution has 'same' padding and stride ≤ 2, so any side ≥ 1 works.
 ``stage_map``: the stem, then one stage per resolution (a new one at the first block and at
-each stride-2 block), then ``last_conv`` for v2's and v3's final 1×1 convolution.
+each stride-2 block), then ``last_conv`` for v2's and v3's final 1×1 convolution, and ``fc`` for
+v3's hidden fully-connected layer (everything before the final classifier is a stage).
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ class MobileNetV3(ZooModel):
         self.num_features = hidden
         self.classifier_name = "classifier.3"
         self.stage_map = _stage_map([r.stride for r in rows], [f"features.{len(blocks) - 1}"])
+        self.stage_map["fc"] = ["classifier.0"]  # the hidden FC layer that pre-logits include
         _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -407,7 +409,9 @@ def _check(width_mult: float, dropout: float) -> None:
         raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout!r}.")
 
 
-@register_model(family="mobilenet", paper=_PAPER_V1, year=2017, min_size=1)
+@register_model(
+    family="mobilenet", paper=_PAPER_V1, year=2017, min_size=1, params=4_231_976, macs=568_740_352
+)
 def mobilenet_v1(
     *,
     num_classes: int,
@@ -428,7 +432,13 @@ def mobilenet_v1(
 
 
 @register_model(
-    family="mobilenet", paper=_PAPER_V2, year=2018, min_size=1, torchvision="mobilenet_v2"
+    family="mobilenet",
+    paper=_PAPER_V2,
+    year=2018,
+    min_size=1,
+    torchvision="mobilenet_v2",
+    params=3_504_872,
+    macs=300_774_272,
 )
 def mobilenet_v2(
     *, num_classes: int, in_chans: int, width_mult: float = 1.0, dropout: float = 0.2
@@ -439,7 +449,13 @@ def mobilenet_v2(
 
 
 @register_model(
-    family="mobilenet", paper=_PAPER_V3, year=2019, min_size=1, torchvision="mobilenet_v3_large"
+    family="mobilenet",
+    paper=_PAPER_V3,
+    year=2019,
+    min_size=1,
+    torchvision="mobilenet_v3_large",
+    params=5_483_032,
+    macs=216_589_760,
 )
 def mobilenet_v3_large(
     *, num_classes: int, in_chans: int, width_mult: float = 1.0, dropout: float = 0.2
@@ -450,7 +466,13 @@ def mobilenet_v3_large(
 
 
 @register_model(
-    family="mobilenet", paper=_PAPER_V3, year=2019, min_size=1, torchvision="mobilenet_v3_small"
+    family="mobilenet",
+    paper=_PAPER_V3,
+    year=2019,
+    min_size=1,
+    torchvision="mobilenet_v3_small",
+    params=2_542_856,
+    macs=56_510_400,
 )
 def mobilenet_v3_small(
     *, num_classes: int, in_chans: int, width_mult: float = 1.0, dropout: float = 0.2

@@ -213,6 +213,28 @@ IMAGENET_CONFIGS = {
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # 6n + 2 layers
 
+# Parameters and conv + linear MACs at the default input, as published (torchvision's metadata,
+# the paper §4.2; the plain nets count as the ResNets of their depth: option-A shortcuts add
+# nothing); registered as metadata so that `cnnzoo list` needs no model built. Tests count the
+# real thing.
+COUNTS: dict[str, tuple[int, int]] = {
+    "resnet18": (11_689_512, 1_814_073_344),
+    "resnet34": (21_797_672, 3_663_761_408),
+    "resnet50": (25_557_032, 4_089_184_256),
+    "resnet101": (44_549_160, 7_801_405_440),
+    "resnet152": (60_192_808, 11_513_626_624),
+    "resnet20": (269_722, 40_551_040),
+    "resnet32": (464_154, 68_862_592),
+    "resnet44": (658_586, 97_174_144),
+    "resnet56": (853_018, 125_485_696),
+    "resnet110": (1_727_962, 252_887_680),
+    "plain20": (269_722, 40_551_040),
+    "plain32": (464_154, 68_862_592),
+    "plain44": (658_586, 97_174_144),
+    "plain56": (853_018, 125_485_696),
+    "plain110": (1_727_962, 252_887_680),
+}
+
 
 def _imagenet(depth: int, num_classes: int, in_chans: int, **kwargs: bool) -> ResNet:
     block, depths = IMAGENET_CONFIGS[depth]
@@ -252,8 +274,15 @@ def _register_imagenet(depth: int) -> None:
 
     builder.__name__ = f"resnet{depth}"
     builder.__doc__ = f"ResNet-{depth} (torchvision-compatible, v1.5 unless stride_in_1x1)."
+    params, macs = COUNTS[builder.__name__]
     register_model(
-        family="resnet", paper=_PAPER, year=2015, min_size=1, torchvision=f"resnet{depth}"
+        family="resnet",
+        paper=_PAPER,
+        year=2015,
+        min_size=1,
+        torchvision=f"resnet{depth}",
+        params=params,
+        macs=macs,
     )(builder)
 
 
@@ -264,6 +293,7 @@ def _register_cifar(depth: int, prefix: str, shortcut: str) -> None:
     builder.__name__ = f"{prefix}{depth}"
     kind = "plain (no shortcuts)" if shortcut == "none" else "option-A shortcuts"
     builder.__doc__ = f"CIFAR {prefix}-{depth}: 3 stages of {(depth - 2) // 6} blocks, {kind}."
+    params, macs = COUNTS[builder.__name__]
     register_model(
         family="resnet",
         paper=_PAPER,
@@ -271,6 +301,8 @@ def _register_cifar(depth: int, prefix: str, shortcut: str) -> None:
         input_size=(3, 32, 32),
         num_classes=10,
         min_size=1,
+        params=params,
+        macs=macs,
     )(builder)
 
 
@@ -283,7 +315,14 @@ for _depth in CIFAR_DEPTHS:
 
 
 @register_model(
-    family="resnet", paper=_PAPER, year=2015, input_size=(3, 32, 32), num_classes=10, min_size=1
+    family="resnet",
+    paper=_PAPER,
+    year=2015,
+    input_size=(3, 32, 32),
+    num_classes=10,
+    min_size=1,
+    params=11_173_962,
+    macs=555_422_720,
 )
 def resnet18_cifar(*, num_classes: int, in_chans: int) -> ResNet:
     """ResNet-18 for 32×32 inputs: 3×3 stride-1 stem, no max-pool."""

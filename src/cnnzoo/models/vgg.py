@@ -99,7 +99,8 @@ class VGG(ZooModel):
         self.num_classes = num_classes
         self.num_features = 4096
         self.classifier_name = "classifier.6"
-        self.stage_map = stage_map
+        # FC6 and FC7 are a stage too: freezing the backbone leaves only the final classifier.
+        self.stage_map = stage_map | {"fc": ["classifier.0", "classifier.3"]}
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -130,6 +131,19 @@ CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 DEPTHS = {11: "A", 13: "B", 16: "D", 19: "E"}  # weight layers: convolutions + 3 FC
 
+# Parameters and conv + linear MACs at the default input, as published (torchvision's metadata);
+# registered as metadata so that `cnnzoo list` needs no model built. Tests count the real thing.
+COUNTS: dict[str, tuple[int, int]] = {
+    "vgg11": (132_863_336, 7_609_090_048),
+    "vgg11_bn": (132_868_840, 7_609_090_048),
+    "vgg13": (133_047_848, 11_308_466_176),
+    "vgg13_bn": (133_053_736, 11_308_466_176),
+    "vgg16": (138_357_544, 15_470_264_320),
+    "vgg16_bn": (138_365_992, 15_470_264_320),
+    "vgg19": (143_667_240, 19_632_062_464),
+    "vgg19_bn": (143_678_248, 19_632_062_464),
+}
+
 
 def _register(depth: int, batch_norm: bool) -> None:
     config = DEPTHS[depth]
@@ -142,7 +156,16 @@ def _register(depth: int, batch_norm: bool) -> None:
     with_bn = " with BatchNorm" if batch_norm else ""
     builder.__doc__ = f"VGG-{depth} (configuration {config}){with_bn}, torchvision-compatible."
     # Five 2×2/2 pools: a side of 32 reaches the last pool as 2 and leaves it as 1.
-    register_model(family="vgg", paper=_PAPER, year=2014, min_size=32, torchvision=name)(builder)
+    params, macs = COUNTS[name]
+    register_model(
+        family="vgg",
+        paper=_PAPER,
+        year=2014,
+        min_size=32,
+        torchvision=name,
+        params=params,
+        macs=macs,
+    )(builder)
 
 
 for _depth in DEPTHS:
