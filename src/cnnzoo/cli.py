@@ -101,6 +101,51 @@ def cmd_summary(args: argparse.Namespace, console: Console) -> None:
     )
 
 
+def cmd_explain(args: argparse.Namespace, console: Console) -> None:
+    from cnnzoo.analysis import explain
+
+    if args.topic == "bottleneck":
+        result = explain.bottleneck(args.in_chans, args.mid, args.out, args.kernel)
+    elif args.topic == "separable":
+        result = explain.separable(args.in_chans, args.out, args.kernel, args.size)
+    elif args.topic == "fc-vs-conv":
+        result = explain.fc_vs_conv(args.width, args.height, args.channels, args.out, args.kernel)
+    else:
+        result = explain.output_size(
+            args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode
+        )
+    console.print(result.text(), highlight=False, markup=False)
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="the textbook formulas, worked with your numbers")
+    topics = p.add_subparsers(dest="topic", required=True)
+    t = topics.add_parser("bottleneck", help="a K×K convolution with and without a 1×1 reduction")
+    t.add_argument("--in", dest="in_chans", type=int, default=32, help="input channels (32)")
+    t.add_argument("--mid", type=int, default=16, help="channels after the 1×1 reduction (16)")
+    t.add_argument("--out", type=int, default=64, help="output channels (64)")
+    t.add_argument("--kernel", type=int, default=3, help="kernel side (3)")
+    t = topics.add_parser("separable", help="depthwise-separable vs standard convolution")
+    t.add_argument("--in", dest="in_chans", type=int, default=512, help="input channels M (512)")
+    t.add_argument("--out", type=int, default=512, help="output channels N (512)")
+    t.add_argument("--kernel", type=int, default=3, help="kernel side D_K (3)")
+    t.add_argument("--size", type=int, default=14, help="output side D_F (14)")
+    t = topics.add_parser("fc-vs-conv", help="a dense layer on an image vs a convolution")
+    t.add_argument("--width", type=int, default=224, help="image width (224)")
+    t.add_argument("--height", type=int, default=224, help="image height (224)")
+    t.add_argument("--channels", type=int, default=3, help="image channels (3)")
+    t.add_argument("--out", type=int, default=96, help="units / filters (96)")
+    t.add_argument("--kernel", type=int, default=11, help="filter side (11)")
+    t = topics.add_parser("output-size", help="output side of a convolution or pooling layer")
+    t.add_argument("--size", type=int, default=224, help="input side W (224)")
+    t.add_argument("--kernel", type=int, default=11, help="kernel side F (11)")
+    t.add_argument("--stride", type=int, default=4, help="stride S (4)")
+    t.add_argument("--padding", type=int, default=2, help="padding P (2)")
+    t.add_argument("--dilation", type=int, default=1, help="dilation D (1)")
+    t.add_argument("--ceil-mode", action="store_true", help="round up, as pooling can")
+    p.set_defaults(func=cmd_explain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
@@ -118,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_summary)
+
+    _add_explain(sub)
     return parser
 
 

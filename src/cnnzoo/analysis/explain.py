@@ -1,0 +1,141 @@
+"""The textbook examples, worked with the user's numbers (``cnnzoo explain ...``).
+
+Each function returns an :class:`Explanation`: the lines to print, with every formula written
+out and the numbers substituted, and the values themselves for programs and tests. Weights are
+counted without biases, as the textbooks do for these comparisons; a bias adds one per filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cnnzoo.analysis import formulas
+from cnnzoo.errors import InvalidArgumentError
+
+
+@dataclass
+class Explanation:
+    """A worked example: printable lines and the numbers they arrive at."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return "\n".join([self.title, *("  " + line for line in self.lines)])
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"--{name} must be a positive integer, got {value!r}.")
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%"
+
+
+def bottleneck(in_chans: int, mid_chans: int, out_chans: int, kernel: int) -> Explanation:
+    """A K×K convolution C_in → C_out against a 1×1 reduction to C_mid followed by the K×K."""
+    _positive(**{"in": in_chans, "mid": mid_chans, "out": out_chans, "kernel": kernel})
+    direct = formulas.conv_params(in_chans, out_chans, kernel, bias=False)
+    reduce = formulas.conv_params(in_chans, mid_chans, 1, bias=False)
+    then = formulas.conv_params(mid_chans, out_chans, kernel, bias=False)
+    k, c_in, mid, c_out = kernel, in_chans, mid_chans, out_chans
+    return Explanation(
+        f"1×1 bottleneck: {k}×{k} convolution {c_in} → {c_out} channels, direct or through {mid}",
+        [
+            f"direct:     {k}·{k}·{c_in}·{c_out} = {direct:,} weights",
+            f"bottleneck: 1·1·{c_in}·{mid} + {k}·{k}·{mid}·{c_out} = {reduce:,} + {then:,} "
+            f"= {reduce + then:,} weights",
+            f"the bottleneck needs {_pct(reduce + then, direct)} of the weights, and the same "
+            f"share of multiply-adds at any output size (each weight is used once per output "
+            f"position)",
+        ],
+        {"direct": direct, "bottleneck": reduce + then, "ratio": (reduce + then) / direct},
+    )
+
+
+def separable(in_chans: int, out_chans: int, kernel: int, size: int) -> Explanation:
+    """A standard K×K convolution M → N against a depthwise K×K then a pointwise 1×1
+    (MobileNet §3.1), on a ``size`` × ``size`` output map."""
+    _positive(**{"in": in_chans, "out": out_chans, "kernel": kernel, "size": size})
+    m, n, k, s = in_chans, out_chans, kernel, size
+    std = formulas.conv_macs(m, n, k, s, s)
+    dw = formulas.conv_macs(m, m, k, s, s, groups=m)
+    pw = formulas.conv_macs(m, n, 1, s, s)
+    std_w = formulas.conv_params(m, n, k, bias=False)
+    sep_w = formulas.conv_params(m, m, k, groups=m, bias=False) + formulas.conv_params(
+        m, n, 1, bias=False
+    )
+    ratio = 1 / n + 1 / k**2
+    return Explanation(
+        f"depthwise-separable vs standard convolution: {k}×{k}, M = {m} → N = {n} channels, "
+        f"D_F = {s} output",
+        [
+            f"standard:  D_K²·M·N·D_F² = {k}²·{m}·{n}·{s}² = {std:,} multiply-adds, "
+            f"{std_w:,} weights",
+            f"depthwise: D_K²·M·D_F² = {k}²·{m}·{s}² = {dw:,}",
+            f"pointwise: M·N·D_F² = {m}·{n}·{s}² = {pw:,}",
+            f"separable: {dw:,} + {pw:,} = {dw + pw:,} multiply-adds, {sep_w:,} weights",
+            f"ratio: (D_K²·M·D_F² + M·N·D_F²) / (D_K²·M·N·D_F²) = 1/N + 1/D_K² "
+            f"= 1/{n} + 1/{k**2} = {ratio:.4f} ({1 / ratio:.1f}× fewer)",
+        ],
+        {"standard": std, "depthwise": dw, "pointwise": pw, "separable": dw + pw, "ratio": ratio},
+    )
+
+
+def fc_vs_conv(width: int, height: int, chans: int, out: int, kernel: int) -> Explanation:
+    """A fully-connected layer of ``out`` units on a W×H×C image against a convolution of
+    ``out`` K×K filters, which shares its weights across positions."""
+    _positive(width=width, height=height, channels=chans, out=out, kernel=kernel)
+    fc = formulas.linear_params(width * height * chans, out)
+    conv = formulas.conv_params(chans, out, kernel)
+    return Explanation(
+        f"dense vs convolutional layer on a {width}×{height}×{chans} image, {out} outputs",
+        [
+            f"fully connected: every unit sees every input: ({width}·{height}·{chans} + 1)·{out} "
+            f"= {fc:,} parameters",
+            f"convolution: {out} filters of {kernel}×{kernel}×{chans}, shared across positions: "
+            f"{out}·({kernel}²·{chans} + 1) = {conv:,} parameters",
+            f"the convolution needs {fc / conv:,.1f}× fewer parameters, and its count does not "
+            f"grow with the image",
+        ],
+        {"fc": fc, "conv": conv, "ratio": fc / conv},
+    )
+
+
+def output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+    ceil_mode: bool = False,
+) -> Explanation:  # fmt: skip
+    """W' = ⌊(W − F_eff + 2P)/S⌋ + 1 (⌈⌉ with ``ceil_mode``), F_eff = D·(F − 1) + 1."""
+    _positive(size=size, kernel=kernel, stride=stride, dilation=dilation)
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise InvalidArgumentError(f"--padding must be 0 or more, got {padding!r}.")
+    out = formulas.conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    f = kernel if dilation == 1 else dilation * (kernel - 1) + 1
+    lines = []
+    if dilation != 1:
+        lines.append(f"dilated kernel extent: D·(F − 1) + 1 = {dilation}·({kernel} − 1) + 1 = {f}")
+    left, right = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
+    lines.append(
+        f"W' = {left}(W − F + 2P)/S{right} + 1 = {left}({size} − {f} + 2·{padding})/{stride}"
+        f"{right} + 1 = {out}"
+    )
+    if out < 1:
+        lines.append(
+            f"the window does not fit: this layer needs an input of at least "
+            f"{f - 2 * padding} pixels"
+        )
+    elif (size - f + 2 * padding) % stride and not ceil_mode:
+        lines.append(
+            f"({size} − {f} + 2·{padding}) is not a multiple of {stride}: the last "
+            f"{(size - f + 2 * padding) % stride} row(s) and column(s) of the padded input are "
+            f"never covered"
+        )
+    return Explanation(
+        f"output size of a {kernel}×{kernel} window, stride {stride}, padding {padding} on {size}",
+        lines,
+        {"output": out},
+    )

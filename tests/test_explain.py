@@ -1,0 +1,73 @@
+"""`cnnzoo explain`: the textbook examples against hand calculations."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnzoo.analysis import explain
+from cnnzoo.cli import main
+
+
+def test_bottleneck_textbook_numbers():
+    result = explain.bottleneck(32, 16, 64, 3)
+    assert result.values["direct"] == 3 * 3 * 32 * 64 == 18_432
+    assert result.values["bottleneck"] == 1 * 1 * 32 * 16 + 3 * 3 * 16 * 64 == 9_728
+    assert "3·3·32·64 = 18,432" in result.text()
+    assert "1·1·32·16 + 3·3·16·64 = 512 + 9,216 = 9,728" in result.text()
+
+
+def test_separable_ratio_is_one_over_n_plus_one_over_k_squared():
+    result = explain.separable(32, 64, 3, 112)
+    assert result.values["standard"] == 9 * 32 * 64 * 112 * 112
+    assert result.values["separable"] == 9 * 32 * 112 * 112 + 32 * 64 * 112 * 112
+    assert result.values["ratio"] == pytest.approx(1 / 64 + 1 / 9)
+    assert result.values["separable"] / result.values["standard"] == pytest.approx(1 / 64 + 1 / 9)
+
+
+def test_fc_vs_conv_by_hand():
+    result = explain.fc_vs_conv(32, 32, 3, 10, 5)
+    assert result.values["fc"] == (32 * 32 * 3 + 1) * 10 == 30_730
+    assert result.values["conv"] == 10 * (25 * 3 + 1) == 760
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((224, 11, 4, 2), 55),  # AlexNet (torchvision) conv1
+        ((227, 11, 4, 0), 55),  # AlexNet (paper) conv1
+        ((32, 5, 1, 0), 28),  # LeNet-5 C1
+        ((28, 2, 2, 0), 14),  # LeNet-5 S2
+        ((14, 5, 1, 0), 10),  # LeNet-5 C3
+        ((10, 2, 2, 0), 5),  # LeNet-5 S4
+    ],
+)
+def test_output_size_textbook_numbers(args, expected):
+    result = explain.output_size(*args)
+    assert result.values["output"] == expected
+    size, kernel, stride, padding = args
+    assert f"({size} − {kernel} + 2·{padding})/{stride}⌋ + 1 = {expected}" in result.text()
+
+
+def test_output_size_says_when_the_window_does_not_fit():
+    result = explain.output_size(4, 5)
+    assert result.values["output"] == 0
+    assert "at least 5 pixels" in result.text()
+
+
+def test_cli_explain_prints_the_worked_example(capsys):
+    assert main(["explain", "bottleneck", "--in", "32", "--mid", "16", "--out", "64"]) == 0
+    assert "= 9,728 weights" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "bottleneck", "--mid", "0"], "--mid must be a positive integer"),
+        (["explain", "output-size", "--padding", "-1"], "--padding must be 0 or more"),
+        (["explain", "separable", "--size", "-4"], "--size must be a positive integer"),
+    ],
+)
+def test_cli_explain_bad_numbers_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
