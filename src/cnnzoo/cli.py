@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -146,8 +148,120 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
+class _TrainReporter:
+    """Progress for `cnnzoo train`: a bar per epoch on a terminal, plain lines elsewhere, and
+    nothing but errors with --quiet."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console, self.quiet = console, quiet
+        self.live = console.is_terminal and not quiet
+        self.progress = None
+
+    def log(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, highlight=False, markup=False)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if not self.live:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(),
+            TextColumn("{task.fields[speed]:>7.0f} img/s  loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(), console=self.console, transient=True,
+        )  # fmt: skip
+        self.task = self.progress.add_task("train", total=steps, speed=0.0, loss=float("nan"))
+        self.seen, self.start = 0, time.perf_counter()
+        self.progress.start()
+
+    def step(self, images: int, loss: float) -> None:
+        if self.progress is None:
+            return
+        self.seen += images
+        speed = self.seen / max(time.perf_counter() - self.start, 1e-9)
+        self.progress.update(self.task, advance=1, speed=speed, loss=loss)
+
+    def end_epoch(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> None:
+    from dataclasses import fields
+
+    from cnnzoo.training.config import TrainConfig, read_config_file
+    from cnnzoo.training.trainer import fit
+
+    options = read_config_file(args.config) if args.config else {}
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            options[f.name] = value
+    config = TrainConfig(**options)
+    result = fit(config, argv=sys.argv, reporter=_TrainReporter(console, config.quiet))
+    if not config.quiet:
+        final = result.final
+        console.print(
+            f"final validation accuracy {100 * final['val_acc']:.2f}% after epoch "
+            f"{final['epoch']}; weights, metrics, curves.png and confusion.png in {result.out}",
+            highlight=False,
+        )
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from cnnzoo.training.config import AUGMENTS, DEVICES, TrainConfig
+    from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a zoo model on the built-in digits or your data")
+    p.add_argument("--config", help="a TOML file with any of these options (the flags win)")
+    p.add_argument("--model", help=f"registry name ({d.model})")
+    p.add_argument(
+        "--dataset", help="digits (built in), mnist, fashion-mnist, cifar10, cifar100 or "
+        f"imagefolder:PATH ({d.dataset})",
+    )  # fmt: skip
+    p.add_argument("--data-root", help="folder holding the dataset files")
+    p.add_argument("--download", action="store_true", default=None, help="fetch a dataset")
+    p.add_argument("--epochs", type=int, help=f"({d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"global batch size ({d.batch_size})")
+    p.add_argument("--optimizer", help=f"{', '.join(OPTIMIZERS)} ({d.optimizer})")
+    p.add_argument("--lr", type=float, help=f"learning rate ({d.lr})")
+    p.add_argument("--momentum", type=float, help=f"for momentum/nesterov/rmsprop ({d.momentum})")
+    p.add_argument(
+        "--weight-decay", type=float, help=f"never on norm layers or biases ({d.weight_decay})"
+    )
+    p.add_argument("--schedule", help=f"{', '.join(SCHEDULES)} ({d.schedule})")
+    p.add_argument("--warmup", type=float, help=f"linear warm-up epochs ({d.warmup})")
+    p.add_argument("--label-smoothing", type=float, help=f"({d.label_smoothing})")
+    p.add_argument("--augment", help=f"{', '.join(AUGMENTS)} ({d.augment})")
+    p.add_argument("--dropout", type=float, help="the model's dropout rate (its default)")
+    p.add_argument("--image-size", type=int, help="resize images to this side")
+    p.add_argument("--seed", type=int, help=f"({d.seed})")
+    p.add_argument(
+        "--deterministic", action="store_true", default=None, help="bitwise-repeatable runs"
+    )
+    p.add_argument("--device", help=f"{', '.join(DEVICES)} ({d.device})")
+    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (GPU)")
+    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    p.add_argument("--out", help=f"output folder ({d.out})")
+    p.add_argument("--resume", action="store_true", default=None, help="continue --out's run")
+    p.add_argument("--num-workers", type=int, help=f"data-loading processes ({d.num_workers})")
+    p.add_argument("--quiet", action="store_true", default=None, help="print errors only")
+    p.set_defaults(func=cmd_train)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit code 2), like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     _add_explain(sub)
+    _add_train(sub)
     return parser
 
 

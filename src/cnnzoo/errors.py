@@ -25,3 +25,16 @@ class InvalidArgumentError(CnnzooError, ValueError):
 
 class InputSizeError(CnnzooError, ValueError):
     """An input size the model cannot take (too small for a layer, or not what a layer expects)."""
+
+
+class CheckpointError(CnnzooError):
+    """A checkpoint that is missing, unreadable, or from another model or run."""
+
+
+class TrainingDivergedError(CnnzooError):
+    """The loss became NaN or infinite; the message names the epoch, step and learning rate."""
+
+
+class DataError(CnnzooError):
+    """A dataset that cannot be used: missing files, an unreadable image, an empty class, a
+    file in the wrong format, or an unknown dataset name."""
