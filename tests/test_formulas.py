@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
 
 from cnnzoo.analysis import formulas
+from cnnzoo.analysis.summary import summarize
+from cnnzoo.errors import InputSizeError
 
 
 def test_output_size_by_hand():
@@ -68,3 +72,98 @@ def test_pool_output_size_matches_torch(size, kernel, stride, padding, ceil_mode
     except RuntimeError:
         got = 0
     assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    groups=st.integers(1, 4),
+    in_per_group=st.integers(1, 4),
+    out_per_group=st.integers(1, 4),
+    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    bias=st.booleans(),
+    size=st.integers(5, 12),
+    stride=st.integers(1, 3),
+)
+def test_conv_params_and_macs_match_torch(
+    groups, in_per_group, out_per_group, kernel, bias, size, stride
+):
+    in_chans, out_chans = groups * in_per_group, groups * out_per_group
+    conv = torch.nn.Conv2d(in_chans, out_chans, kernel, stride, groups=groups, bias=bias)
+    assert formulas.conv_params(in_chans, out_chans, kernel, groups, bias) == sum(
+        p.numel() for p in conv.parameters()
+    )
+    x = torch.zeros(1, in_chans, size, size)
+    with FlopCounterMode(display=False) as counter:
+        out = conv(x)
+    macs = formulas.conv_macs(in_chans, out_chans, kernel, *out.shape[2:], groups)
+    assert 2 * macs == counter.get_total_flops()
+
+
+@settings(max_examples=200, deadline=None)
+@given(in_features=st.integers(1, 64), out_features=st.integers(1, 64), bias=st.booleans())
+def test_linear_params_match_torch(in_features, out_features, bias):
+    layer = torch.nn.Linear(in_features, out_features, bias=bias)
+    expected = sum(p.numel() for p in layer.parameters())
+    assert formulas.linear_params(in_features, out_features, bias) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 40),
+    kernel=st.integers(1, 5),
+    stride=st.integers(1, 4),
+    padding=st.integers(0, 2),
+    dilation=st.integers(1, 3),
+    ceil_mode=st.booleans(),
+)
+def test_dilated_pool_output_size_matches_torch(size, kernel, stride, padding, dilation, ceil_mode):
+    if padding > kernel // 2:
+        return
+    expected = formulas.conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    try:
+        got = F.max_pool2d(
+            torch.zeros(1, 1, size, size), kernel, stride, padding, dilation, ceil_mode
+        ).shape[-1]
+    except RuntimeError:
+        got = 0
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 30),
+    kernel=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    padding=st.integers(0, 3),
+    dilation=st.integers(1, 3),
+)
+def test_too_small_inputs_raise_before_running(size, kernel, stride, padding, dilation):
+    """The shape-only pass raises InputSizeError exactly where the formula gives 0, and its
+    message carries the formula with the numbers substituted."""
+    conv = torch.nn.Conv2d(1, 1, kernel, stride, padding, dilation, device="meta")
+    out = formulas.conv_output_size(size, kernel, stride, padding, dilation)
+    if out >= 1:
+        assert summarize(conv, (1, size, size)).layers[0].output_shape[-1] == out
+        return
+    text = formulas.output_size_formula(size, kernel, stride, padding, dilation)
+    with pytest.raises(InputSizeError) as error:
+        summarize(conv, (1, size, size))
+    assert text in str(error.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(1, 50), out=st.integers(1, 8))
+def test_adaptive_pool_window_covers_every_cell(size, out):
+    window, step = formulas.adaptive_pool_window(size, out)
+    starts = [i * size // out for i in range(out)]
+    ends = [-(-(i + 1) * size // out) for i in range(out)]
+    assert window == max(e - s for s, e in zip(starts, ends, strict=True))
+    assert step == max(size // out, 1)
+
+
+def test_output_size_formula_text():
+    assert formulas.output_size_formula(224, 11, 4, 2) == "⌊(224 − 11 + 2·2)/4⌋ + 1 = 55"
+    assert formulas.output_size_formula(2, 3, 2, ceil_mode=True) == "⌈(2 − 3 + 2·0)/2⌉ + 1 = 1"
+    assert (
+        formulas.output_size_formula(7, 3, dilation=2) == "⌊(7 − (2·(3 − 1) + 1) + 2·0)/1⌋ + 1 = 3"
+    )

@@ -7,6 +7,7 @@ Only ``Conv2d`` and ``Linear`` carry multiply-adds in this count (the convention
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,18 +32,25 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _macs(module: nn.Module, out: torch.Tensor) -> int:
+def leaf_macs(module: nn.Module, output_shape: tuple[int, ...]) -> int | None:
+    """Multiply-adds of one call of a ``Conv2d`` or ``Linear`` with that output shape.
+
+    ``None`` for every other module type: the caller decides whether that type is known to
+    cost no multiply-adds by the conv + linear convention, or has no formula.
+    """
     if isinstance(module, nn.Conv2d):
-        _, _, h, w = out.shape
-        rows = out.shape[0]
+        rows, _, h, w = output_shape
         return rows * formulas.conv_macs(
             module.in_channels, module.out_channels, module.kernel_size, h, w, module.groups
         )
     if isinstance(module, nn.Linear):
-        return formulas.linear_macs(
-            module.in_features, module.out_features, out.numel() // out.shape[-1]
-        )
-    return 0
+        rows = math.prod(output_shape[:-1])
+        return formulas.linear_macs(module.in_features, module.out_features, rows)
+    return None
+
+
+def _macs(module: nn.Module, out: torch.Tensor) -> int:
+    return leaf_macs(module, tuple(out.shape)) or 0
 
 
 def layer_rows(

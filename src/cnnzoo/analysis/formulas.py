@@ -63,3 +63,43 @@ def linear_params(in_features: int, out_features: int, bias: bool = True) -> int
 def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
     """Multiply-adds of a fully-connected layer applied to ``rows`` vectors."""
     return rows * in_features * out_features
+
+
+def output_size_formula(
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> str:
+    """:func:`conv_output_size` written out with the numbers substituted.
+
+    For example ``"⌊(224 − 11 + 2·2)/4⌋ + 1 = 55"``; a dilated kernel shows its extent
+    ``d·(F − 1) + 1`` and ``ceil_mode`` rounds up with ⌈ ⌉.
+    """
+    extent = f"({dilation}·({kernel} − 1) + 1)" if dilation > 1 else f"{kernel}"
+    lo, hi = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
+    out = conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    return f"{lo}({size} − {extent} + 2·{padding})/{stride}{hi} + 1 = {out}"
+
+
+def adaptive_pool_window(size: int, out: int) -> tuple[int, int]:
+    """Largest window and smallest step of an adaptive pool from ``size`` to ``out`` cells.
+
+    Cell ``i`` pools ``[⌊i·size/out⌋, ⌈(i + 1)·size/out⌉)``, so windows can differ by one and
+    overlap; the receptive-field recurrence uses the largest window and ``⌊size/out⌋`` as step.
+    """
+    window = max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+    return window, max(size // out, 1)
+
+
+def receptive_field(
+    size: int, jump: int, kernel: int, stride: int = 1, dilation: int = 1
+) -> tuple[int, int]:
+    """One step of the receptive-field recurrence: ``r' = r + (F − 1)·d·j`` and ``j' = j·S``.
+
+    ``size`` (r) is the side of the input region one unit sees and ``jump`` (j) the distance in
+    input pixels between neighbouring units, both before the layer; the input has r = j = 1.
+    """
+    return size + (kernel - 1) * dilation * jump, jump * stride
