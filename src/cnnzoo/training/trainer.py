@@ -133,8 +133,8 @@ def _versions() -> dict[str, str]:
 
     return {
         "cnnzoo": cnnzoo.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
