@@ -65,42 +65,27 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_summary(args: argparse.Namespace, console: Console) -> None:
-    import torch
-
-    from cnnzoo.analysis import count_params, layer_rows
-    from cnnzoo.registry import create_model, get_spec
+    from cnnzoo.analysis import check_input, render, summarize
+    from cnnzoo.registry import get_spec
 
     spec = get_spec(args.model)
     size = parse_input_size(args.input) if args.input else spec.input_size
-    spec.check_input(size[1], size[2])
-    with torch.device("meta"):
-        model = create_model(args.model, num_classes=args.num_classes, in_chans=size[0])
-    rows = layer_rows(model, size)
-    params, macs = count_params(model), sum(r.macs for r in rows)
+    if args.batch_size < 1:
+        raise InvalidArgumentError(f"--batch-size must be 1 or more, got {args.batch_size}.")
+    check_input(spec.name, size)  # one line naming the layer and the valid sizes, before a pass
+    result = summarize(spec.name, size, batch_size=args.batch_size, num_classes=args.num_classes)
+    result.training_memory(args.optimizer)  # an unknown optimizer fails before any output
     if args.json:
-        payload = {
-            "model": args.model,
-            "input_size": list(size),
-            "params": params,
-            "macs": macs,
-            "flops": 2 * macs,
-            "layers": [r.__dict__ | {"output_shape": list(r.output_shape)} for r in rows],
-        }
-        console.print_json(json.dumps(payload))
-        return
-    table = Table(title=f"{args.model} at {size[0]}×{size[1]}×{size[2]}")
-    for col, justify in [
-        ("layer", "left"), ("type", "left"), ("output", "right"), ("params", "right"),
-        ("MACs", "right"),
-    ]:  # fmt: skip
-        table.add_column(col, justify=justify)
-    for r in rows:
-        shape = "×".join(str(d) for d in r.output_shape[1:])
-        table.add_row(r.name, r.type, shape, f"{r.params:,}", f"{r.macs:,}")
-    console.print(table)
-    console.print(
-        f"params {params:,} · MACs {macs:,} ({_human(macs)}; FLOPs = 2 × MACs = {_human(2 * macs)})"
-    )
+        text = render.render_json(result, args.optimizer)
+    elif args.csv:
+        text = render.render_csv(result).rstrip("\n")
+    elif args.markdown:
+        text = render.render_markdown(result, args.optimizer)
+    elif args.explain:
+        text = render.render_explain(result, args.optimizer)
+    else:
+        text = render.render_table(result, args.optimizer, width=console.width)
+    console.out(text, highlight=False)
 
 
 def cmd_explain(args: argparse.Namespace, console: Console) -> None:
@@ -201,7 +186,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             options[f.name] = value
     config = TrainConfig(**options)
     result = fit(config, argv=sys.argv, reporter=_TrainReporter(console, config.quiet))
-    if not config.quiet:
+    if result.main_process and not config.quiet:
         final = result.final
         console.print(
             f"final validation accuracy {100 * final['val_acc']:.2f}% after epoch "
@@ -271,11 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("summary", help="one model's layers: output shapes, parameters, MACs")
+    p = sub.add_parser(
+        "summary", help="one model's layers: shapes, parameters, MACs, memory, receptive field"
+    )
     p.add_argument("model", help="registry name, e.g. lenet5 (see `cnnzoo list`)")
     p.add_argument("--input", help="input size CxHxW (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--batch-size", type=int, default=1, help="images per batch (1)")
+    p.add_argument("--optimizer", default="adam", help="for the training-memory estimate (adam)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable (docs/analyzer.md)")
+    fmt.add_argument("--csv", action="store_true", help="one row per layer")
+    fmt.add_argument("--markdown", action="store_true", help="a Markdown table")
+    fmt.add_argument(
+        "--explain", action="store_true", help="each layer's formulas with the numbers in"
+    )
     p.set_defaults(func=cmd_summary)
 
     _add_explain(sub)

@@ -1,12 +1,13 @@
-"""Counting (formulas, per-layer rows, valid input sizes) kept apart from rendering."""
+"""Counting (formulas, the summary, valid input sizes) kept apart from rendering (render.py)."""
 
-from cnnzoo.analysis.counts import LayerRow, count_params, layer_rows, model_macs
+from cnnzoo.analysis.counts import count_params, layer_rows, model_macs
 from cnnzoo.analysis.input_size import check_input, valid_input_range
-from cnnzoo.analysis.summary import Summary, summarize
+from cnnzoo.analysis.summary import LayerRow, Summary, TrainingMemory, summarize
 
 __all__ = [
     "LayerRow",
     "Summary",
+    "TrainingMemory",
     "check_input",
     "count_params",
     "layer_rows",

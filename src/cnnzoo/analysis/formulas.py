@@ -103,3 +103,56 @@ def receptive_field(
     input pixels between neighbouring units, both before the layer; the input has r = j = 1.
     """
     return size + (kernel - 1) * dilation * jump, jump * stride
+
+
+def _kernel_text(kernel: int | tuple[int, int]) -> str:
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    return f"{kh}²" if kh == kw else f"{kh}·{kw}"
+
+
+def conv_params_formula(
+    in_chans: int,
+    out_chans: int,
+    kernel: int | tuple[int, int],
+    groups: int = 1,
+    bias: bool = True,
+) -> str:
+    """:func:`conv_params` written out, e.g. ``"64·(11²·3 + 1) = 23,296"``.
+
+    A grouped convolution shows ``C/groups`` (``"256·(5²·96/2 + 1) = 307,456"``), one without
+    bias drops the ``+ 1`` (``"64·3²·64 = 36,864"``).
+    """
+    reads = f"{_kernel_text(kernel)}·{in_chans}" + (f"/{groups}" if groups > 1 else "")
+    total = conv_params(in_chans, out_chans, kernel, groups, bias)
+    text = f"{out_chans}·({reads} + 1)" if bias else f"{out_chans}·{reads}"
+    return f"{text} = {total:,}"
+
+
+def conv_macs_formula(
+    in_chans: int,
+    out_chans: int,
+    kernel: int | tuple[int, int],
+    out_h: int,
+    out_w: int,
+    groups: int = 1,
+    batch: int = 1,
+) -> str:
+    """:func:`conv_macs` written out: K·H'·W'·F²·C/groups (times the batch when above 1)."""
+    reads = f"{_kernel_text(kernel)}·{in_chans}" + (f"/{groups}" if groups > 1 else "")
+    lead = f"{batch}·" if batch > 1 else ""
+    total = batch * conv_macs(in_chans, out_chans, kernel, out_h, out_w, groups)
+    return f"{lead}{out_chans}·{out_h}·{out_w}·{reads} = {total:,}"
+
+
+def linear_params_formula(in_features: int, out_features: int, bias: bool = True) -> str:
+    """:func:`linear_params` written out, e.g. ``"10·(84 + 1) = 850"``."""
+    total = linear_params(in_features, out_features, bias)
+    text = f"{out_features}·({in_features} + 1)" if bias else f"{out_features}·{in_features}"
+    return f"{text} = {total:,}"
+
+
+def linear_macs_formula(in_features: int, out_features: int, rows: int = 1) -> str:
+    """:func:`linear_macs` written out: rows·in·out (rows shown when above 1)."""
+    lead = f"{rows}·" if rows > 1 else ""
+    total = linear_macs(in_features, out_features, rows)
+    return f"{lead}{in_features}·{out_features} = {total:,}"

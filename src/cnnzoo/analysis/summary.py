@@ -10,13 +10,14 @@ LRN) count zero; any other leaf type, and any convolution or matrix product call
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from cnnzoo.analysis.counts import leaf_macs
+from cnnzoo.analysis import formulas
 from cnnzoo.analysis.trace import Trace, trace
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.layers import DropPath, StochasticPool2d
@@ -70,6 +71,8 @@ class LayerRow:
     counts, on its first call only (a module called twice is counted once). ``rf_size`` and
     ``rf_jump`` are the receptive field (H, W) of one output unit in input pixels and the
     distance between neighbouring units; ``None`` where the output has no traced input.
+    ``ceil_mode`` is a pooling layer's rounding; ``bias`` whether a ``Conv2d``/``Linear`` has
+    one (``None`` for other types).
     """
 
     name: str
@@ -90,6 +93,8 @@ class LayerRow:
     inplace: bool
     rf_size: tuple[int, int] | None
     rf_jump: tuple[int, int] | None
+    ceil_mode: bool = False
+    bias: bool | None = None
 
     @property
     def params(self) -> int:
@@ -187,6 +192,23 @@ class Summary:
         )
 
 
+def leaf_macs(module: nn.Module, output_shape: tuple[int, ...]) -> int | None:
+    """Multiply-adds of one call of a ``Conv2d`` or ``Linear`` with that output shape.
+
+    ``None`` for every other module type: the caller decides whether that type is known to
+    cost no multiply-adds by the conv + linear convention, or has no formula.
+    """
+    if isinstance(module, nn.Conv2d):
+        rows, _, h, w = output_shape
+        return rows * formulas.conv_macs(
+            module.in_channels, module.out_channels, module.kernel_size, h, w, module.groups
+        )
+    if isinstance(module, nn.Linear):
+        rows = math.prod(output_shape[:-1])
+        return formulas.linear_macs(module.in_features, module.out_features, rows)
+    return None
+
+
 def _block_of(model: nn.Module) -> dict[str, str]:
     stage_map = getattr(model, "stage_map", None) or {}
     return {path: label for label, paths in stage_map.items() for path in paths}
@@ -199,6 +221,10 @@ def _block(name: str, blocks: dict[str, str]) -> str:
         if label is not None:
             return label
     return parts[0]
+
+
+# The per-layer settings a row carries; None where a layer type has no such setting.
+_GEOMETRY = ("kernel", "stride", "padding", "dilation", "groups", "ceil_mode", "bias")
 
 
 def _geometry(module: nn.Module) -> dict[str, object]:
@@ -215,6 +241,8 @@ def _geometry(module: nn.Module) -> dict[str, object]:
             "padding": padding,
             "dilation": tup(module.dilation),
             "groups": module.groups,
+            "ceil_mode": False,
+            "bias": module.bias is not None,
         }
     if hasattr(module, "kernel_size") and not isinstance(module, nn.LocalResponseNorm):
         stride = getattr(module, "stride", None) or module.kernel_size
@@ -224,8 +252,12 @@ def _geometry(module: nn.Module) -> dict[str, object]:
             "padding": tup(getattr(module, "padding", 0)),
             "dilation": tup(getattr(module, "dilation", None)),
             "groups": None,
+            "ceil_mode": bool(getattr(module, "ceil_mode", False)),
+            "bias": None,
         }
-    return dict.fromkeys(("kernel", "stride", "padding", "dilation", "groups"))
+    if isinstance(module, nn.Linear):
+        return dict.fromkeys(_GEOMETRY) | {"ceil_mode": False, "bias": module.bias is not None}
+    return dict.fromkeys(_GEOMETRY) | {"ceil_mode": False}
 
 
 def _rows(model: nn.Module, result: Trace) -> tuple[list[LayerRow], Counter[str]]:

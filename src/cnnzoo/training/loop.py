@@ -29,6 +29,7 @@ class EvalStats:
     acc: float
     top5: float | None
     confusion: torch.Tensor  # (classes, classes): rows true class, columns prediction
+    images: int
 
 
 def _loss(outputs: object, target: torch.Tensor, smoothing: float, aux_weight: float):
@@ -142,4 +143,5 @@ def evaluate(
         acc,
         top5_correct / count if num_classes > 5 else None,
         confusion,
+        int(count),
     )

@@ -61,6 +61,7 @@ class RunResult:
     out: Path
     history: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    main_process: bool = True  # False on the other ranks of a distributed run
 
     @property
     def final(self) -> dict[str, Any]:
@@ -311,6 +312,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
             "val_loss": stats.loss,
             "val_acc": stats.acc,
             **({"val_top5": stats.top5} if stats.top5 is not None else {}),
+            "val_images": stats.images,
             "lr": lr,
             "seconds": train.seconds,
             "images_per_s": train.images / train.seconds if train.seconds else 0.0,
@@ -345,7 +347,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
 
     if info.is_main:
         _finish(out, config, model, data, image_size, history, stats)
-    return RunResult(out, history, notes)
+    return RunResult(out, history, notes, info.is_main)
 
 
 def _finish(out, config, model, data, image_size, history, stats) -> None:
