@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import functools
 
-import torch
 from torch import nn
 
-from cnnzoo.analysis.trace import SizeCheck, SizeGraph, SizeNode, evaluate, trace
+from cnnzoo.analysis.trace import SizeCheck, SizeGraph, SizeNode, evaluate, meta_build, trace
 from cnnzoo.errors import InputSizeError
 from cnnzoo.registry import create_model, get_spec
 
@@ -38,7 +37,7 @@ def _model_and_size(
 
 @functools.lru_cache(maxsize=64)
 def _meta_model(name: str, in_chans: int) -> nn.Module:
-    with torch.device("meta"):
+    with meta_build():
         return create_model(name, in_chans=in_chans)
 
 

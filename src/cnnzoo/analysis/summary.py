@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnzoo.analysis import formulas
-from cnnzoo.analysis.trace import Trace, trace
+from cnnzoo.analysis.trace import Trace, meta_build, trace
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.layers import DropPath, StochasticPool2d
 from cnnzoo.registry import create_model, get_spec
@@ -331,7 +331,7 @@ def summarize(
         spec = get_spec(model_or_name)
         name = spec.name
         input_size = spec.input_size if input_size is None else tuple(input_size)
-        with torch.device("meta"):
+        with meta_build():
             model = create_model(name, num_classes=num_classes, in_chans=input_size[0])
     else:
         model, name = model_or_name, type(model_or_name).__name__
