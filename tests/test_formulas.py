@@ -167,3 +167,16 @@ def test_output_size_formula_text():
     assert (
         formulas.output_size_formula(7, 3, dilation=2) == "⌊(7 − (2·(3 − 1) + 1) + 2·0)/1⌋ + 1 = 3"
     )
+
+
+def test_separable_macs_by_hand_and_against_torch_layers():
+    from torch import nn
+
+    from cnnzoo.analysis import summarize
+
+    # MobileNet's example: 3×3, M = 512 → N = 512 on a 14×14 map.
+    assert formulas.separable_macs(512, 512, 3, 14, 14) == 9 * 512 * 196 + 512 * 512 * 196
+    block = nn.Sequential(
+        nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), nn.Conv2d(32, 64, 1, bias=False)
+    )
+    assert summarize(block, (32, 14, 14)).macs == formulas.separable_macs(32, 64, 3, 14, 14)

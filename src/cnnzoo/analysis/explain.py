@@ -63,7 +63,7 @@ def separable(in_chans: int, out_chans: int, kernel: int, size: int) -> Explanat
     m, n, k, s = in_chans, out_chans, kernel, size
     std = formulas.conv_macs(m, n, k, s, s)
     dw = formulas.conv_macs(m, m, k, s, s, groups=m)
-    pw = formulas.conv_macs(m, n, 1, s, s)
+    pw = formulas.separable_macs(m, n, k, s, s) - dw
     std_w = formulas.conv_params(m, n, k, bias=False)
     sep_w = formulas.conv_params(m, m, k, groups=m, bias=False) + formulas.conv_params(
         m, n, 1, bias=False

@@ -65,6 +65,14 @@ def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
     return rows * in_features * out_features
 
 
+def separable_macs(in_chans: int, out_chans: int, kernel: int, out_h: int, out_w: int) -> int:
+    """Multiply-adds of a depthwise-separable convolution (MobileNet §3.1): a K×K depthwise
+    convolution, D_K²·M·D_F², then a 1×1 pointwise one, M·N·D_F². Against a standard K×K
+    convolution (D_K²·M·N·D_F²) the ratio is 1/N + 1/D_K²."""
+    depthwise = conv_macs(in_chans, in_chans, kernel, out_h, out_w, groups=in_chans)
+    return depthwise + conv_macs(in_chans, out_chans, 1, out_h, out_w)
+
+
 def output_size_formula(
     size: int,
     kernel: int,
