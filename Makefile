@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: LeNet-5 on the built-in digits, into a fresh folder under runs/ each time.
 demo: $(STAMP)
-	$(BIN)/cnnzoo list
-	$(BIN)/cnnzoo summary lenet5
+	$(BIN)/cnnzoo train --model lenet5 --dataset digits --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

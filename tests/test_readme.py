@@ -31,7 +31,8 @@ def test_python_example_runs(code: str):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_command_runs(command: str, capsys):
+def test_command_runs(command: str, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what a command writes (a training run) lands here
     argv = shlex.split(command)[1:]
     assert main(argv) == 0
     assert capsys.readouterr().out
