@@ -188,3 +188,15 @@ def test_config_file_gives_options_and_flags_win(tmp_path, capsys):
     config.write_text("epoch = 3\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "r2")]) == 2
     assert "unknown option 'epoch' (did you mean epochs?)" in capsys.readouterr().err
+
+
+def test_plain_lines_off_a_terminal_and_nothing_with_quiet(tmp_path, capsys):
+    argv = ["train", "--epochs", "1", "--augment", "none", "--channels-last"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "split 1,437/360" in out and "resized 8×8 → 32×32" in out  # what the run did
+    assert "epoch 1/1: train loss" in out and "img/s" in out
+    assert "final validation accuracy" in out
+    assert main([*argv, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

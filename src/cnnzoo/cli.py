@@ -218,7 +218,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--weight-decay", type=float, help=f"never on norm layers or biases ({d.weight_decay})"
     )
     p.add_argument("--schedule", help=f"{', '.join(SCHEDULES)} ({d.schedule})")
-    p.add_argument("--warmup", type=float, help=f"linear warm-up epochs ({d.warmup})")
+    p.add_argument("--warmup", type=float, help="linear warm-up epochs (1)")
     p.add_argument("--label-smoothing", type=float, help=f"({d.label_smoothing})")
     p.add_argument("--augment", help=f"{', '.join(AUGMENTS)} ({d.augment})")
     p.add_argument("--dropout", type=float, help="the model's dropout rate (its default)")

@@ -230,7 +230,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
     )  # fmt: skip
     scheduler = build_scheduler(
         optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        warmup_epochs=config.warmup,
+        warmup_epochs=config.warmup_epochs,
     )  # fmt: skip
 
     history: list[dict[str, Any]] = []
@@ -258,7 +258,11 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
     if config.compile:
         net = torch.compile(net)
 
-    resolved = config.to_dict() | {"image_size": image_size, "in_chans": data.in_chans}
+    resolved = config.to_dict() | {
+        "image_size": image_size,
+        "in_chans": data.in_chans,
+        "warmup": config.warmup_epochs,
+    }
     if info.is_main:
         atomic_write_text(
             out / "config.json",
