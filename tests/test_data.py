@@ -447,3 +447,41 @@ def test_unknown_dataset_suggests_close_matches():
 def test_bad_arguments(kwargs: dict):
     with pytest.raises(InvalidArgumentError):
         load_dataset("digits", **kwargs)
+
+
+# --- fast paths: same results as the plain torchvision pipeline ----------------------------------
+
+
+@pytest.mark.parametrize(("chans", "size"), [(1, 8), (1, 32), (3, 16)])
+def test_light_augment_equals_random_crop_then_rotation(chans: int, size: int):
+    from cnnzoo.data.transforms import ShiftRotate
+
+    pad = max(1, size // 8)
+    reference = v2.Compose(
+        [
+            v2.RandomCrop(size, padding=pad),
+            v2.RandomRotation(10, interpolation=v2.InterpolationMode.BILINEAR),
+        ]
+    )
+    fast = ShiftRotate(pad, 10)
+    for seed in range(50):
+        x = torch.rand(chans, size, size)
+        torch.manual_seed(seed)
+        expected, after_reference = reference(x), torch.rand(())
+        torch.manual_seed(seed)
+        got, after_fast = fast(x), torch.rand(())
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+        assert after_fast == after_reference  # the same draws from the global generator
+
+
+def test_prepared_images_equal_the_per_image_prefix():
+    from cnnzoo.data.transforms import build_transform
+
+    bundle = load_dataset("digits", image_size=32, in_chans=3)
+    raw = load_dataset("digits")  # native 1×8×8, nothing prepared
+    per_image = build_transform(chans=3, size=32, resize="square", augment="none", flip=False,
+                                mean=bundle.mean, std=bundle.std)  # fmt: skip
+    assert bundle.val.images.shape == (len(raw.val), 3, 32, 32)
+    for i in (0, 17, 359):
+        expected = per_image(raw.val.images[i].float())
+        torch.testing.assert_close(bundle.val[i][0], expected, rtol=0, atol=1e-5)

@@ -27,13 +27,16 @@ from cnnzoo.data.imagefolder import (
     scan_imagefolder,
     split_records,
 )
-from cnnzoo.data.transforms import AUGMENTS, build_transform, describe_augment
+from cnnzoo.data.transforms import AUGMENTS, build_transform, describe_augment, prepare_images
 from cnnzoo.errors import DataError, InvalidArgumentError
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
 DEFAULT_ROOT = Path("data")
 DIGITS_VAL = 360  # of 1,797: the validation size of the project's fixed digits split
 DIGITS_SPLIT_SEED = 0
+# In-memory images whose channels or size change are converted and resized once, at load time, up
+# to this many bytes of float32 per split; beyond it (say MNIST at 224×224) image by image.
+PREPARE_LIMIT_BYTES = 1 << 30
 # A horizontal flip keeps a photo of a cat a cat, but turns most digits into other shapes; it is
 # kept off for Fashion-MNIST too, so that the three 28×28 gray sets follow one rule.
 FLIP_OK = {"cifar10", "cifar100", "imagefolder"}
@@ -114,7 +117,8 @@ class ArrayDataset(Dataset):
     [0, 1] otherwise), converted to float on access and passed through ``transform``.
 
     Attributes:
-        images: the stored images.
+        images: the stored images: as read, or (when :func:`load_dataset` changed channels or
+            size) already converted and resized, float32 in [0, 1].
         labels: int64 labels ``(N,)``.
     """
 
@@ -201,15 +205,23 @@ def load_dataset(
     flip = key in FLIP_OK
     notes.append(describe_augment(augment, size, flip, key))
 
-    def transform(aug: str) -> object:
-        resize = "none" if size == native_size else "square"
-        return build_transform(
-            chans=chans, size=size, resize=resize, augment=aug, flip=flip, mean=mean, std=std
+    resize = "none" if size == native_size else "square"
+
+    def dataset(images: torch.Tensor, labels: torch.Tensor, aug: str) -> ArrayDataset:
+        # The deterministic prefix (channels, resize) once for all images when it does anything
+        # and fits; the per-image transform is then only the augmentation and normalisation.
+        prepare = (chans != native_chans or size != native_size) and (
+            len(images) * chans * size * size * 4 <= PREPARE_LIMIT_BYTES
         )
+        if prepare:
+            images = prepare_images(_to_unit(images), chans=chans, size=size, resize=resize)
+        transform = build_transform(chans=chans, size=size, resize=resize, augment=aug,
+                                    flip=flip, mean=mean, std=std, prefix=not prepare)  # fmt: skip
+        return ArrayDataset(images, labels, transform)
 
     return DataBundle(
-        train=ArrayDataset(arrays.train_x, arrays.train_y, transform(augment)),
-        val=ArrayDataset(arrays.val_x, arrays.val_y, transform("none")),
+        train=dataset(arrays.train_x, arrays.train_y, augment),
+        val=dataset(arrays.val_x, arrays.val_y, "none"),
         num_classes=len(arrays.class_names),
         in_chans=chans,
         image_size=size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +68,10 @@ def train_one_epoch(
     """
     fault = faults.from_env()
     model.train()
-    totals = torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
+    # Sums kept as Python numbers (the loss is read every step anyway, for the NaN check) and a
+    # device tensor (correct predictions: no host sync for it); one tensor at the end.
+    loss_sum, count = 0.0, 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     start = time.perf_counter()
     for step, (images, target) in enumerate(loader, start=1):
         if fault and not fault.in_checkpoint and (fault.epoch, fault.step) == (epoch, step):
@@ -77,10 +81,11 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, logits = _loss(model(images), target, label_smoothing, aux_weight)
-        if not torch.isfinite(loss):
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
             lr = optimizer.param_groups[0]["lr"]
             raise TrainingDivergedError(
-                f"the loss became {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
+                f"the loss became {loss_value} at epoch {epoch}, step {step} (lr {lr:.3g}); "
                 f"the last good checkpoint is kept: lower --lr or add --warmup."
             )
         optimizer.zero_grad(set_to_none=True)
@@ -89,12 +94,13 @@ def train_one_epoch(
         scheduler.step()
 
         n = target.numel()
-        totals += torch.tensor(
-            [loss.item() * n, (logits.argmax(1) == target).sum().item(), n], dtype=torch.float64
-        )
+        loss_sum += loss_value * n
+        count += n
+        correct += (logits.detach().argmax(1) == target).sum()
         if on_step is not None:
-            on_step(n, loss.item())
+            on_step(n, loss_value)
     seconds = time.perf_counter() - start
+    totals = torch.tensor([loss_sum, correct.item(), count], dtype=torch.float64)
     all_reduce_sum(totals, dist)
     loss_sum, correct, count = totals.tolist()
     return EpochStats(loss_sum / count, correct / count, int(count), seconds)
