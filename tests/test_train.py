@@ -200,3 +200,23 @@ def test_plain_lines_off_a_terminal_and_nothing_with_quiet(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_image_folder_problems_are_named_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (12, 12), (i * 40, 0, 0)).save(root / "cat" / f"{i}.png")
+    argv = ["train", "--dataset", f"imagefolder:{root}", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "images/dog has no readable image" in err and err.count("\n") == 1
+    for i in range(3):
+        Image.new("RGB", (12, 12), (0, i * 40, 0)).save(root / "dog" / f"{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and err.count("\n") == 1
