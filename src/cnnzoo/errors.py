@@ -38,3 +38,8 @@ class TrainingDivergedError(CnnzooError):
 class DataError(CnnzooError):
     """A dataset that cannot be used: missing files, an unreadable image, an empty class, a
     file in the wrong format, or an unknown dataset name."""
+
+
+class WeightsError(CnnzooError):
+    """A weight file that cannot be used: missing, unsafe to unpickle, corrupt (hash mismatch),
+    of another model, or not fitting the architecture."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -183,20 +184,30 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs: object
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    **kwargs: object,
 ) -> nn.Module:
     """Build a registered model by name.
 
     Args:
         name: registry name, e.g. ``"resnet50"`` (``cnnzoo list`` shows them all).
-        num_classes: size of the classifier output; the model's default when ``None``.
-        in_chans: input channels; the model's default (``input_size[0]``) when ``None``.
+        num_classes: size of the classifier output; the model's default when ``None`` (the
+            file's when ``weights`` is given).
+        in_chans: input channels; the model's default (``input_size[0]``) when ``None`` (the
+            file's when ``weights`` is given).
+        weights: path of a weight file to load (see :func:`cnnzoo.weights.load_weights`, which
+            also returns the load report; this prints nothing and keeps only the model).
         **kwargs: family options, e.g. ``aux_logits=True`` for GoogLeNet.
 
     Raises:
         UnknownModelError: the name is not registered.
         UnknownArgumentError: a keyword argument the model does not take (also a ``TypeError``).
         InvalidArgumentError: ``num_classes`` or ``in_chans`` is not a positive integer.
+        WeightsError: the weight file cannot be used (see :func:`cnnzoo.weights.load_weights`).
     """
     spec = get_spec(name)
     accepted = spec.accepts()
@@ -207,9 +218,16 @@ def create_model(
         raise UnknownArgumentError(
             f"{name} got an unknown keyword argument {unknown[0]!r}; it takes: {takes}."
         )
+    for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InvalidArgumentError(f"{arg} must be a positive integer, got {value!r}.")
+    if weights is not None:
+        # Imported here: `weights` builds on this module, not the other way round.
+        from cnnzoo.weights import load_weights
+
+        return load_weights(name, weights, num_classes=num_classes, in_chans=in_chans, **kwargs)[0]
     num_classes = spec.num_classes if num_classes is None else num_classes
     in_chans = spec.input_size[0] if in_chans is None else in_chans
-    for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"{arg} must be a positive integer, got {value!r}.")
     return spec.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
