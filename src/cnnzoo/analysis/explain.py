@@ -119,10 +119,8 @@ def output_size(
     if dilation != 1:
         lines.append(f"dilated kernel extent: D·(F − 1) + 1 = {dilation}·({kernel} − 1) + 1 = {f}")
     left, right = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
-    lines.append(
-        f"W' = {left}(W − F + 2P)/S{right} + 1 = {left}({size} − {f} + 2·{padding})/{stride}"
-        f"{right} + 1 = {out}"
-    )
+    worked = formulas.output_size_formula(size, kernel, stride, padding, dilation, ceil_mode)
+    lines.append(f"W' = {left}(W − F + 2P)/S{right} + 1 = {worked}")
     if out < 1:
         lines.append(
             f"the window does not fit: this layer needs an input of at least "
