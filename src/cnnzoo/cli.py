@@ -235,6 +235,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", default=None, help="continue --out's run")
     p.add_argument("--num-workers", type=int, help=f"data-loading processes ({d.num_workers})")
     p.add_argument("--quiet", action="store_true", default=None, help="print errors only")
+    p.add_argument("--weights", help="start from this weight file (docs/weights.md)")
+    p.add_argument("--freeze", help="none, backbone or stages:K (the first K stages) (none)")
+    p.add_argument("--head-lr", type=float, help="learning rate of the classifier (--lr)")
     p.set_defaults(func=cmd_train)
 
 

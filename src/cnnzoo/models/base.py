@@ -49,6 +49,51 @@ class ZooModel(nn.Module):
         old = self.get_classifier()
         return nn.Linear(self.num_features, num_classes, device=old.weight.device)
 
+    def freeze(self, what: str) -> list[str]:
+        """Freeze ``"backbone"`` (every stage) or ``"stages:K"`` (the first K stages); ``"none"``
+        freezes nothing. Frozen parameters stop requiring gradients, and frozen BatchNorm layers
+        stay in eval mode (their running statistics fixed) even when the model trains.
+
+        Returns:
+            The labels of the frozen stages.
+
+        Raises:
+            InvalidArgumentError: ``what`` is not one of those forms, or K is out of range.
+        """
+        from cnnzoo.errors import InvalidArgumentError
+
+        labels = list(self.stage_map)
+        if what == "none":
+            count = 0
+        elif what == "backbone":
+            count = len(labels)
+        elif what.startswith("stages:") and what[7:].isdigit():
+            count = int(what[7:])
+            if not 1 <= count <= len(labels):
+                raise InvalidArgumentError(
+                    f"--freeze {what}: {type(self).__name__} has {len(labels)} stages "
+                    f"({', '.join(labels)}); choose K from 1 to {len(labels)}."
+                )
+        else:
+            raise InvalidArgumentError(
+                f"--freeze {what!r} is not none, backbone or stages:K (K a number of stages)."
+            )
+        for _, modules in self.stages()[:count]:
+            for module in modules:
+                module.requires_grad_(False)
+                for m in module.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.frozen = True
+        self.train(self.training)
+        return labels[:count]
+
+    def train(self, mode: bool = True) -> ZooModel:
+        super().train(mode)
+        for m in self.modules():
+            if getattr(m, "frozen", False):
+                m.eval()  # a frozen BatchNorm keeps using (and keeping) its running statistics
+        return self
+
     def stages(self) -> list[tuple[str, list[nn.Module]]]:
         """The backbone stages in order from the input, as ``(label, modules)`` pairs."""
         return [

@@ -57,6 +57,9 @@ class TrainConfig:
     num_workers: int = 0
     quiet: bool = False
     aux_weight: float = 0.3
+    weights: str | None = None
+    freeze: str = "none"
+    head_lr: float | None = None
 
     def __post_init__(self) -> None:
         _positive_int("epochs", self.epochs)
@@ -78,6 +81,8 @@ class TrainConfig:
             raise InvalidArgumentError("--label-smoothing must be below 1 (0.1 is usual).")
         if self.image_size is not None:
             _positive_int("image_size", self.image_size)
+        if self.head_lr is not None and not (math.isfinite(self.head_lr) and self.head_lr > 0):
+            raise InvalidArgumentError(f"--head-lr must be greater than 0, got {self.head_lr!r}.")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise InvalidArgumentError(f"--dropout must be in [0, 1), got {self.dropout!r}.")
         from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES

@@ -195,9 +195,22 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
         download=config.download,
     )
     notes = list(data.notes)
-    model = create_model(
-        config.model, num_classes=data.num_classes, in_chans=data.in_chans, **options
-    ).to(device)
+    if config.weights:
+        from cnnzoo.weights import load_weights
+
+        model, report = load_weights(
+            config.model, config.weights, num_classes=data.num_classes, in_chans=data.in_chans,
+            **options,
+        )  # fmt: skip
+        notes += [f"weights {config.weights}:", *("  " + line for line in report.lines())]
+    else:
+        model = create_model(
+            config.model, num_classes=data.num_classes, in_chans=data.in_chans, **options
+        )
+    frozen = model.freeze(config.freeze)
+    if frozen:
+        notes.append(f"frozen (no gradients, BatchNorm statistics fixed): {', '.join(frozen)}")
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
@@ -226,7 +239,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
 
     optimizer = build_optimizer(
         model, config.optimizer, lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        weight_decay=config.weight_decay, head_lr=config.head_lr,
     )  # fmt: skip
     scheduler = build_scheduler(
         optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
