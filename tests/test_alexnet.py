@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 import cnnzoo
-from cnnzoo.analysis import count_params, layer_rows, model_macs
+from cnnzoo.analysis import count_params, model_macs, summarize
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.layers import paper_lrn
 from tests.conftest import same_outputs
@@ -82,7 +82,7 @@ def test_kernels_and_grouping_follow_the_paper():
 
 
 def test_feature_map_sizes_at_227():
-    rows = layer_rows(_meta("alexnet_paper"), (3, 227, 227))
+    rows = summarize(_meta("alexnet_paper"), (3, 227, 227)).layers
     convs = [r.output_shape[1:] for r in rows if r.type == "Conv2d"]
     assert convs == [(96, 55, 55), (256, 27, 27), (384, 13, 13), (384, 13, 13), (256, 13, 13)]
     fcs = [r.output_shape[1:] for r in rows if r.type == "Linear"]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnzoo
-from cnnzoo.analysis import count_params, layer_rows
+from cnnzoo.analysis import count_params, summarize
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.layers import MinPool2d, StochasticPool2d
 from cnnzoo.models.lenet import MaskedConv2d, ScaledTanh
@@ -38,7 +38,7 @@ def _lenet(**kwargs) -> nn.Module:
 def test_layer_sizes_follow_fig_2():
     with torch.device("meta"):
         model = cnnzoo.create_model("lenet5")
-    shapes = {r.name: r.output_shape[1:] for r in layer_rows(model, (1, 32, 32))}
+    shapes = {r.name: r.output_shape[1:] for r in summarize(model, (1, 32, 32)).layers}
     assert shapes["c1"] == (6, 28, 28)
     assert shapes["s2"] == (6, 14, 14)
     assert shapes["c3"] == (16, 10, 10)

@@ -1,6 +1,6 @@
 """Counting (formulas, the summary, valid input sizes) kept apart from rendering (render.py)."""
 
-from cnnzoo.analysis.counts import count_params, layer_rows, model_macs
+from cnnzoo.analysis.counts import count_params, model_macs
 from cnnzoo.analysis.input_size import check_input, valid_input_range
 from cnnzoo.analysis.summary import LayerRow, Summary, TrainingMemory, summarize
 
@@ -10,7 +10,6 @@ __all__ = [
     "TrainingMemory",
     "check_input",
     "count_params",
-    "layer_rows",
     "model_macs",
     "summarize",
     "valid_input_range",

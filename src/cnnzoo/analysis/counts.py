@@ -7,19 +7,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnzoo.analysis.summary import LayerRow, summarize
+from cnnzoo.analysis.summary import summarize
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters; each shared tensor is counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def layer_rows(
-    model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1
-) -> list[LayerRow]:
-    """The per-leaf-call rows of :func:`summarize` (shape-only pass, model left untouched)."""
-    return summarize(model, input_size, batch_size).layers
 
 
 def model_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
