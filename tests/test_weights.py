@@ -151,6 +151,24 @@ def test_checkpoint_loads_and_refuses_another_model(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_file_that_names_its_architecture_loads_without_a_model_name(tmp_path, resnet18_file):
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("lenet5", num_classes=10, in_chans=1)
+    path = tmp_path / "last.pt"
+    torch.save({"model_name": "lenet5", "model": model.state_dict()}, path)
+    loaded, report = load_weights(None, path)
+    assert report.model == "lenet5" and type(loaded).__name__ == type(model).__name__
+    # a torchvision file with its published name names its architecture too
+    assert _load_as(resnet18_file, "resnet18-f37072fd.pth", None, tmp_path)[1].model == "resnet18"
+
+
+def test_file_that_does_not_name_its_architecture_asks_for_the_model(tmp_path):
+    path = tmp_path / "state.pth"
+    torch.save(cnnzoo.create_model("lenet5", num_classes=10, in_chans=1).state_dict(), path)
+    with pytest.raises(WeightsError, match=r"does not name its architecture .* --model"):
+        load_weights(None, path)
+
+
 def test_model_without_convolution_loads(tmp_path):
     torch.manual_seed(0)
     model = cnnzoo.create_model("mlp", num_classes=10, in_chans=1).eval()
@@ -242,11 +260,11 @@ def test_hash_mismatch_is_refused(tv_resnet18, tmp_path):
 
 
 def test_known_torchvision_name_of_another_model_is_refused(resnet18_file, tmp_path):
-    with pytest.raises(WeightsError, match="torchvision's resnet18 weights, not resnet34's"):
+    with pytest.raises(WeightsError, match="torchvision's resnet18 weights, not 'resnet34'"):
         _load_as(resnet18_file, "resnet18-f37072fd.pth", "resnet34", tmp_path)
 
 
-def _load_as(src: Path, name: str, model: str, folder: Path, **kwargs):
+def _load_as(src: Path, name: str, model: str | None, folder: Path, **kwargs):
     """Load ``src`` under a known torchvision file name whose hash it cannot have.
 
     A random file cannot carry the real digits, so the table entry of ``name`` is copied under

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import WeightsError
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.registry import create_model, get_spec, list_models
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -233,10 +233,11 @@ class _FileContents:
     preprocessing: Preprocessing | None = None
     notes: list[str] = field(default_factory=list)
     torchvision: _TorchvisionFile | None = None
+    named: str | None = None  # the architecture the file names, if it names one
 
 
 def load_weights(
-    model_name: str,
+    model_name: str | None,
     path: str | Path,
     *,
     num_classes: int | None = None,
@@ -246,7 +247,8 @@ def load_weights(
     """Build ``model_name`` and load the weights in ``path`` into it.
 
     Args:
-        model_name: registry name, e.g. ``"resnet50"``.
+        model_name: registry name, e.g. ``"resnet50"``; ``None`` takes the one the file names
+            (cnnzoo exports and checkpoints, and torchvision files by their known names).
         path: a cnnzoo ``.safetensors`` export or checkpoint, a torchvision ``.pth`` file, or a
             timm state_dict (``mobilenet_v1``, ``efficientnet_b0``-``b4``).
         num_classes: classifier outputs; the file's when ``None``. When it differs from the
@@ -264,11 +266,12 @@ def load_weights(
         WeightsError: an unreadable, unsafe, corrupt or foreign file, or one that does not fit
             the architecture (one line naming a few of the keys that differ).
     """
-    spec = get_spec(model_name)
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"no weights file at {path}: give the path of a downloaded file.")
-    contents = _read(path, model_name)
+    contents = _read(path)
+    model_name = _architecture(model_name, contents, path)
+    spec = get_spec(model_name)
     report = LoadReport(str(path), model_name, contents.source, notes=list(contents.notes))
     state = _strip_prefixes(contents.state, report)
     state = _map_foreign_keys(state, spec.family, model_name, report)
@@ -319,35 +322,49 @@ def load_weights(
 # --- reading files ---------------------------------------------------------------------------
 
 
-def _read(path: Path, model_name: str) -> _FileContents:
+def _read(path: Path) -> _FileContents:
     if path.suffix == ".safetensors":
-        return _read_safetensors(path, model_name)
+        return _read_safetensors(path)
     _check_hash(path)
     obj = _torch_load(path)
     known = TORCHVISION_FILES.get(path.name)
-    if known is not None and known.builder != get_spec(model_name).torchvision:
-        raise WeightsError(
-            f"{path.name} is torchvision's {known.builder} weights, not {model_name}'s: "
-            f"load it with --model {known.builder}."
-        )
     if isinstance(obj, dict) and "model_name" in obj and "model" in obj:
-        if obj["model_name"] != model_name:
-            raise WeightsError(
-                f"{path} is a checkpoint of {obj['model_name']!r}, not {model_name!r}: "
-                f"load it as {obj['model_name']}."
-            )
-        return _FileContents(_tensors(obj["model"], path), "cnnzoo checkpoint")
+        contents = _FileContents(_tensors(obj["model"], path), "cnnzoo checkpoint")
+        contents.named = str(obj["model_name"])
+        return contents
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         # timm's and Lightning's training checkpoints keep the weights under "state_dict".
         return _FileContents(_tensors(obj["state_dict"], path), "state_dict")
     if known is not None:
         pre = _torchvision_preprocessing(known)
         note = f"torchvision {known.builder}.{known.tag}: preprocessing and class names known"
-        return _FileContents(_tensors(obj, path), "torchvision", pre, [note], known)
+        contents = _FileContents(_tensors(obj, path), "torchvision", pre, [note], known)
+        contents.named = next(n for n in list_models() if get_spec(n).torchvision == known.builder)
+        return contents
     return _FileContents(_tensors(obj, path), "state_dict")
 
 
-def _read_safetensors(path: Path, model_name: str) -> _FileContents:
+def _architecture(model_name: str | None, contents: _FileContents, path: Path) -> str:
+    """The registry name to build: the one asked for, checked against the one the file names."""
+    named = contents.named
+    if model_name is None:
+        if named is None:
+            raise WeightsError(
+                f"{path} does not name its architecture (a {contents.source} file, as "
+                f"torchvision and timm files are): give the model, e.g. --model resnet50."
+            )
+        return named
+    get_spec(model_name)  # an unknown name fails here, with suggestions
+    if named is not None and named != model_name:
+        what = {
+            "torchvision": f"{path.name} is torchvision's {named} weights",
+            "cnnzoo checkpoint": f"{path} is a checkpoint of {named!r}",
+        }.get(contents.source, f"{path} holds weights of {named!r}")
+        raise WeightsError(f"{what}, not {model_name!r}: load it as {named} (--model {named}).")
+    return model_name
+
+
+def _read_safetensors(path: Path) -> _FileContents:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -358,11 +375,6 @@ def _read_safetensors(path: Path, model_name: str) -> _FileContents:
         raise WeightsError(f"cannot read {path} as safetensors: {_first_line(err)}") from None
     if "model" not in meta:  # e.g. timm's hub files (model.safetensors): a bare state_dict
         return _FileContents(state, "state_dict")
-    if meta["model"] != model_name:
-        raise WeightsError(
-            f"{path} holds weights of {meta['model']!r}, not {model_name!r}: "
-            f"load it as {meta['model']}."
-        )
     try:
         chans = int(meta["in_chans"])
         side = int(meta["image_size"])
@@ -379,7 +391,9 @@ def _read_safetensors(path: Path, model_name: str) -> _FileContents:
         )
     except (KeyError, ValueError, TypeError) as err:
         raise WeightsError(f"{path} has incomplete cnnzoo metadata ({err}).") from None
-    return _FileContents(state, "cnnzoo export", pre)
+    contents = _FileContents(state, "cnnzoo export", pre)
+    contents.named = meta["model"]
+    return contents
 
 
 def _check_hash(path: Path) -> None:
