@@ -43,3 +43,8 @@ class DataError(CnnzooError):
 class WeightsError(CnnzooError):
     """A weight file that cannot be used: missing, unsafe to unpickle, corrupt (hash mismatch),
     of another model, or not fitting the architecture."""
+
+
+class ExportError(CnnzooError):
+    """An export that cannot be made or does not compute what the model computes (parity
+    failure), or a format whose optional packages are not installed."""
