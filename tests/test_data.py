@@ -485,3 +485,64 @@ def test_prepared_images_equal_the_per_image_prefix():
     for i in (0, 17, 359):
         expected = per_image(raw.val.images[i].float())
         torch.testing.assert_close(bundle.val[i][0], expected, rtol=0, atol=1e-5)
+
+
+# --- the preparation pretrained weights ask for ---------------------------------------------
+
+
+def _weights_preprocessing(chans: int, resize: int | None, crop: int, mean: float, std: float):
+    from cnnzoo.weights import Preprocessing
+
+    return Preprocessing(
+        input_size=(chans, crop, crop), resize=resize, crop=crop if resize else None,
+        interpolation="bicubic", mean=(mean,) * chans, std=(std,) * chans,
+        channel_order="RGB" if chans == 3 else "L", class_names=None, source="test",
+    )  # fmt: skip
+
+
+def test_weights_preprocessing_resizes_crops_and_normalises_like_torchvision():
+    pre = _weights_preprocessing(3, resize=40, crop=32, mean=0.4, std=0.3)
+    bundle = load_dataset("digits", preprocessing=pre)
+    assert (bundle.in_chans, bundle.image_size, bundle.mean, bundle.std) == (
+        3,
+        32,
+        pre.mean,
+        pre.std,
+    )
+    digits = load_digits()
+    raw = load_dataset("digits")  # the same split, native: un-normalise to get the source image
+    image = unnormalise(raw.val[5][0], raw)
+    expected = v2.Compose([
+        v2.Resize(40, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+        v2.CenterCrop(32), v2.Normalize(pre.mean, pre.std),
+    ])(image.expand(3, 8, 8))  # fmt: skip
+    torch.testing.assert_close(bundle.val[5][0], expected, atol=1e-5, rtol=0)
+    assert bundle.val[5][1] == raw.val[5][1] and digits.images.shape[1:] == (8, 8)
+    assert any(
+        n.startswith("preprocessing of the weights: resize 40 (bicubic)") for n in bundle.notes
+    )
+
+
+def test_weights_preprocessing_on_an_image_folder(folder: Path):
+    pre = _weights_preprocessing(1, resize=20, crop=12, mean=0.5, std=0.25)
+    bundle = load_dataset(f"imagefolder:{folder}", preprocessing=pre)
+    path, _ = bundle.val.samples[0]
+    with Image.open(path) as img:
+        gray = pil_to_tensor(img, 1)
+    expected = v2.Compose([
+        v2.Resize(20, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+        v2.CenterCrop(12),
+    ])(gray)  # fmt: skip
+    torch.testing.assert_close(bundle.val[0][0], (expected - 0.5) / 0.25, atol=1e-5, rtol=0)
+
+
+def test_with_normalization_changes_only_the_statistics():
+    bundle = load_dataset("digits", image_size=16)
+    other = bundle.with_normalization((0.2,), (0.7,), "the weights")
+    x, y = bundle.val[3]
+    torch.testing.assert_close(other.val[3][0], (unnormalise(x, bundle) - 0.2) / 0.7)
+    assert other.val[3][1] == y and other.train.images is bundle.train.images
+    assert bundle.val[3][0].equal(x)  # the original bundle is unchanged
+    assert other.notes[-1] == "normalised as the weights: mean (0.200), std (0.700)"
+    with pytest.raises(InvalidArgumentError, match="3 channels, the data 1"):
+        bundle.with_normalization((0.5,) * 3, (0.5,) * 3, "the weights")

@@ -3,6 +3,8 @@ rate, and training from a weight file."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,6 +13,7 @@ from torch import nn
 import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.weights import load_weights
 
 
 def _trainable(model: nn.Module) -> set[str]:
@@ -63,3 +66,24 @@ def test_fine_tune_from_a_weight_file_with_a_frozen_backbone(tmp_path, capsys):
             assert not torch.equal(start[key], end[key]), key  # the head trained
         else:
             assert torch.equal(start[key], end[key]), key  # the backbone did not move
+
+
+def test_fine_tuning_normalises_with_the_weights_mean_and_std(tmp_path, capsys):
+    from cnnzoo.training.trainer import _save_weights
+
+    model = cnnzoo.create_model("lenet5", num_classes=10, in_chans=1)
+    path = tmp_path / "w.safetensors"
+    metadata = {"model": "lenet5", "in_chans": "1", "image_size": "32", "mean": "[0.25]",
+                "std": "[0.5]", "class_names": json.dumps([str(i) for i in range(10)])}  # fmt: skip
+    _save_weights(model, path, metadata)
+    out = tmp_path / "ft"
+    args = ["train", "--model", "lenet5", "--epochs", "1", "--weights", str(path), "--out"]
+    assert main([*args, str(out)]) == 0
+    assert "normalised as the weights were trained (cnnzoo export): mean (0.250), std (0.500)" in (
+        capsys.readouterr().out
+    )
+    run = json.loads((out / "config.json").read_text())
+    assert (run["dataset"]["mean"], run["dataset"]["std"]) == ([0.25], [0.5])
+    # and the new export records them, so evaluation later prepares images the same way
+    loaded = load_weights(None, out / "model.safetensors")[0]
+    assert (loaded.pretrained_cfg.mean, loaded.pretrained_cfg.std) == ((0.25,), (0.5,))

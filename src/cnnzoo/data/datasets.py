@@ -7,15 +7,18 @@ The built-in ``digits`` needs nothing on disk. ``mnist``, ``fashion-mnist``, ``c
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from cnnzoo.data.colour import colour_rule, convert_channels
 from cnnzoo.data.formats import find_file, read_cifar_batch, read_cifar_names, read_idx
@@ -27,8 +30,17 @@ from cnnzoo.data.imagefolder import (
     scan_imagefolder,
     split_records,
 )
-from cnnzoo.data.transforms import AUGMENTS, build_transform, describe_augment, prepare_images
+from cnnzoo.data.transforms import (
+    AUGMENTS,
+    Normalize,
+    build_transform,
+    describe_augment,
+    prepare_images,
+)
 from cnnzoo.errors import DataError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from cnnzoo.weights import Preprocessing
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
 DEFAULT_ROOT = Path("data")
@@ -111,6 +123,34 @@ class DataBundle:
     notes: list[str] = field(default_factory=list)
     seed: int = 0
 
+    def with_normalization(
+        self, mean: tuple[float, ...], std: tuple[float, ...], source: str
+    ) -> DataBundle:
+        """The same data normalised with other per-channel statistics, such as those a
+        pretrained network was trained with; ``source`` says whose, for the notes."""
+        if len(mean) != self.in_chans or len(std) != self.in_chans:
+            raise InvalidArgumentError(
+                f"mean/std of {source} have {len(mean)} channels, the data {self.in_chans}."
+            )
+
+        def renormalised(dataset: Dataset) -> Dataset:
+            dataset = copy.copy(dataset)  # the images are shared; only the transform differs
+            steps = list(dataset.transform.transforms)
+            if not isinstance(steps[-1], Normalize):
+                raise TypeError(f"expected Normalize last in {dataset.transform}")
+            dataset.transform = v2.Compose([*steps[:-1], Normalize(mean, std)])
+            return dataset
+
+        shown = ", ".join(f"{m:.3f}" for m in mean), ", ".join(f"{s:.3f}" for s in std)
+        return replace(
+            self,
+            train=renormalised(self.train),
+            val=renormalised(self.val),
+            mean=tuple(mean),
+            std=tuple(std),
+            notes=[*self.notes, f"normalised as {source}: mean ({shown[0]}), std ({shown[1]})"],
+        )
+
 
 class ArrayDataset(Dataset):
     """Images held in memory as a ``(N, C, H, W)`` tensor (uint8 for 0–255 data, float32 in
@@ -158,6 +198,7 @@ def load_dataset(
     augment: str = "none",
     seed: int = 0,
     download: bool = False,
+    preprocessing: Preprocessing | None = None,
 ) -> DataBundle:
     """Load a dataset by name as separate training and validation datasets.
 
@@ -174,15 +215,20 @@ def load_dataset(
             loader (:func:`cnnzoo.data.make_loader`), and no split depends on it.
         download: fetch ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100`` into ``root``
             when missing (the only use of the network).
+        preprocessing: the preparation a set of weights expects (``model.pretrained_cfg``):
+            its channels, size, resize-then-crop and mean/std replace ``in_chans``,
+            ``image_size``, the default resize and the training split's statistics.
 
     Raises:
         DataError: unknown name, files missing or damaged, an unreadable image, an empty class.
         InvalidArgumentError: ``image_size``, ``in_chans`` or ``augment`` out of range.
     """
+    if preprocessing is not None:
+        in_chans, image_size = preprocessing.input_size[0], preprocessing.input_size[1]
     _check_arguments(image_size, in_chans, augment)
     key, folder = _parse_name(name)
     if key == "imagefolder":
-        return _load_imagefolder(name, folder, image_size, in_chans, augment, seed)
+        return _load_imagefolder(name, folder, image_size, in_chans, augment, seed, preprocessing)
     root = Path(root).expanduser() if root is not None else DEFAULT_ROOT
     if key == "digits":
         arrays = _digits()
@@ -199,24 +245,32 @@ def load_dataset(
             "gray repeated to RGB" if chans == 3 else "RGB → luminance 0.299 R + 0.587 G + 0.114 B"
         )
         notes.append(f"channels {native_chans} → {chans} ({rule})")
-    if size != native_size:
-        notes.append(f"resized {native_size}×{native_size} → {size}×{size} (bilinear)")
-    mean, std = _array_stats((*arrays.cache_key, chans), arrays.train_x, chans)
+    how = _resize_rule(preprocessing)
+    if preprocessing is not None:
+        mean, std = preprocessing.mean, preprocessing.std
+        notes.append(f"preprocessing of the weights: {preprocessing.describe()}")
+    else:
+        mean, std = _array_stats((*arrays.cache_key, chans), arrays.train_x, chans)
+        if size != native_size:
+            notes.append(f"resized {native_size}×{native_size} → {size}×{size} (bilinear)")
     flip = key in FLIP_OK
     notes.append(describe_augment(augment, size, flip, key))
 
-    resize = "none" if size == native_size else "square"
+    # Weights that resize then crop get exactly that; otherwise square images stay square.
+    resize = "short-side" if how else ("none" if size == native_size else "square")
 
     def dataset(images: torch.Tensor, labels: torch.Tensor, aug: str) -> ArrayDataset:
         # The deterministic prefix (channels, resize) once for all images when it does anything
         # and fits; the per-image transform is then only the augmentation and normalisation.
-        prepare = (chans != native_chans or size != native_size) and (
+        prepare = (chans != native_chans or resize != "none") and (
             len(images) * chans * size * size * 4 <= PREPARE_LIMIT_BYTES
         )
         if prepare:
-            images = prepare_images(_to_unit(images), chans=chans, size=size, resize=resize)
-        transform = build_transform(chans=chans, size=size, resize=resize, augment=aug,
-                                    flip=flip, mean=mean, std=std, prefix=not prepare)  # fmt: skip
+            images = prepare_images(_to_unit(images), chans=chans, size=size, resize=resize, **how)
+        transform = build_transform(
+            chans=chans, size=size, resize=resize, augment=aug, flip=flip, mean=mean, std=std,
+            prefix=not prepare, **how,
+        )  # fmt: skip
         return ArrayDataset(images, labels, transform)
 
     return DataBundle(
@@ -232,6 +286,13 @@ def load_dataset(
         notes=notes,
         seed=seed,
     )
+
+
+def _resize_rule(pre: Preprocessing | None) -> dict[str, Any]:
+    """``resize_to`` and ``interpolation`` for weights that resize then crop (``{}`` otherwise)."""
+    if pre is None or not pre.resize:
+        return {}
+    return {"resize_to": pre.resize, "interpolation": pre.interpolation}
 
 
 def _check_arguments(image_size: int | None, in_chans: int | None, augment: str) -> None:
@@ -487,6 +548,7 @@ def _load_imagefolder(
     in_chans: int | None,
     augment: str,
     seed: int,
+    preprocessing: Preprocessing | None,
 ) -> DataBundle:
     report = scan_imagefolder(folder)
     problem = report.first_problem()
@@ -520,18 +582,23 @@ def _load_imagefolder(
     (width, height), common = sizes.most_common(1)[0]
     native = min(width, height)
     size = native if image_size is None else image_size
-    uniform = all(r.size == (size, size) for r in report.images)
+    how = _resize_rule(preprocessing)
+    uniform = not how and all(r.size == (size, size) for r in report.images)
     if image_size is None and not uniform:
         notes.append(
             f"native size {native}: the shorter side of the most common size {width}×{height} "
             f"({common:,} of {len(train):,} training images)"
         )
-    if not uniform:
-        notes.append(f"resized shorter side to {size}, centre crop {size}×{size} (bilinear)")
-    count = sum(r.stats[chans][0] for r in train)
-    mean, std = _mean_std(
-        count, sum(r.stats[chans][1] for r in train), sum(r.stats[chans][2] for r in train)
-    )
+    if preprocessing is not None:
+        mean, std = preprocessing.mean, preprocessing.std
+        notes.append(f"preprocessing of the weights: {preprocessing.describe()}")
+    else:
+        count = sum(r.stats[chans][0] for r in train)
+        mean, std = _mean_std(
+            count, sum(r.stats[chans][1] for r in train), sum(r.stats[chans][2] for r in train)
+        )
+        if not uniform:
+            notes.append(f"resized shorter side to {size}, centre crop {size}×{size} (bilinear)")
     notes.append(describe_augment(augment, size, True, "imagefolder"))
 
     def dataset(records: list, aug: str) -> ImageFolderDataset:
@@ -543,6 +610,7 @@ def _load_imagefolder(
             flip=True,
             mean=mean,
             std=std,
+            **how,
         )
         return ImageFolderDataset([(r.path, r.label) for r in records], chans, transform)
 

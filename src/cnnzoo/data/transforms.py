@@ -110,24 +110,40 @@ class Normalize:
         return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
 
 
-def prefix_steps(*, chans: int, size: int, resize: str) -> list[object]:
-    """The deterministic first steps: channel conversion, then the resize."""
+def prefix_steps(
+    *,
+    chans: int,
+    size: int,
+    resize: str,
+    resize_to: int | None = None,
+    interpolation: str = "bilinear",
+) -> list[object]:
+    """The deterministic first steps: channel conversion, then the resize.
+
+    ``resize="short-side"`` resizes the shorter side to ``resize_to`` (``size`` when ``None``)
+    and centre-crops ``size × size``: with ``resize_to`` 256 and ``size`` 224 it is the ImageNet
+    evaluation recipe that pretrained weights expect.
+    """
     steps: list[object] = [ToChannels(chans)]
-    interpolation = v2.InterpolationMode.BILINEAR
+    mode = v2.InterpolationMode(interpolation)
     if resize == "square":
-        steps.append(v2.Resize((size, size), interpolation=interpolation, antialias=True))
+        steps.append(v2.Resize((size, size), interpolation=mode, antialias=True))
     elif resize == "short-side":
-        steps += [v2.Resize(size, interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
+        steps += [
+            v2.Resize(resize_to or size, interpolation=mode, antialias=True),
+            v2.CenterCrop(size),
+        ]
     return steps
 
 
 def prepare_images(
-    images: torch.Tensor, *, chans: int, size: int, resize: str, chunk: int = 4096
+    images: torch.Tensor, *, chans: int, size: int, resize: str, chunk: int = 4096, **how: object
 ) -> torch.Tensor:
     """:func:`prefix_steps` applied once to a whole ``(N, C, H, W)`` float tensor in [0, 1]
     (in chunks), giving ``(N, chans, size, size)`` float32: what each image would be after the
-    prefix, computed with the same operations batched."""
-    prefix = v2.Compose(prefix_steps(chans=chans, size=size, resize=resize))
+    prefix, computed with the same operations batched. ``how``: ``resize_to``, ``interpolation``
+    as for :func:`prefix_steps`."""
+    prefix = v2.Compose(prefix_steps(chans=chans, size=size, resize=resize, **how))  # type: ignore[arg-type]
     out = torch.empty(len(images), chans, size, size, dtype=torch.float32)
     for start in range(0, len(images), chunk):
         out[start : start + chunk] = prefix(images[start : start + chunk].float())
@@ -144,6 +160,8 @@ def build_transform(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     prefix: bool = True,
+    resize_to: int | None = None,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
     """The transform of one split.
 
@@ -160,8 +178,17 @@ def build_transform(
         std: per-channel standard deviation to divide by.
         prefix: include the deterministic channel conversion and resize; ``False`` when the
             images were passed through :func:`prepare_images` already.
+        resize_to: for ``"short-side"``: the side the shorter side is resized to before the
+            crop (``size`` when ``None``).
+        interpolation: ``"bilinear"`` or ``"bicubic"``, for the resize.
     """
-    steps = prefix_steps(chans=chans, size=size, resize=resize) if prefix else []
+    steps = (
+        prefix_steps(
+            chans=chans, size=size, resize=resize, resize_to=resize_to, interpolation=interpolation
+        )
+        if prefix
+        else []
+    )
     interpolation = v2.InterpolationMode.BILINEAR
     # The shift: zero padding then a random crop, up to 1/8 of the side, as the CIFAR recipe
     # (pad 4 at 32) and small enough not to push a digit's strokes out of an 8×8 frame.

@@ -203,6 +203,14 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
             **options,
         )  # fmt: skip
         notes += [f"weights {config.weights}:", *("  " + line for line in report.lines())]
+        pre = model.pretrained_cfg
+        if pre.source == "assumed":
+            notes.append("normalised with the training split's mean/std: the weights record none")
+        else:
+            data = data.with_normalization(
+                pre.mean, pre.std, f"the weights were trained ({pre.source})"
+            )
+            notes.append(data.notes[-1])
     else:
         model = create_model(
             config.model, num_classes=data.num_classes, in_chans=data.in_chans, **options
