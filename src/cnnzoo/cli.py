@@ -68,12 +68,24 @@ def cmd_summary(args: argparse.Namespace, console: Console) -> None:
     from cnnzoo.analysis import check_input, render, summarize
     from cnnzoo.registry import get_spec
 
-    spec = get_spec(args.model)
-    size = parse_input_size(args.input) if args.input else spec.input_size
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be 1 or more, got {args.batch_size}.")
+    if args.weights:
+        if args.num_classes is not None:
+            raise InvalidArgumentError(
+                "--num-classes does not go with --weights: the file gives the classes."
+            )
+        model, name = _load_weights(args.model, args.weights)
+        spec, target = get_spec(name), model
+        size = parse_input_size(args.input) if args.input else model.pretrained_cfg.input_size
+    else:
+        if args.model is None:
+            raise InvalidArgumentError("give a model name, e.g. cnnzoo summary resnet18.")
+        spec = get_spec(args.model)
+        target = spec.name
+        size = parse_input_size(args.input) if args.input else spec.input_size
     check_input(spec.name, size)  # one line naming the layer and the valid sizes, before a pass
-    result = summarize(spec.name, size, batch_size=args.batch_size, num_classes=args.num_classes)
+    result = summarize(target, size, batch_size=args.batch_size, num_classes=args.num_classes)
     result.training_memory(args.optimizer)  # an unknown optimizer fails before any output
     if args.json:
         text = render.render_json(result, args.optimizer)
@@ -241,6 +253,107 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _load_weights(model_name: str | None, path: str):
+    """Load a weight file for inference, printing the load report on stderr (stdout stays
+    clean for --json)."""
+    from cnnzoo.weights import load_weights
+
+    model, report = load_weights(model_name, path)
+    print("\n".join(report.lines()), file=sys.stderr)
+    return model, report.model
+
+
+def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="a weight file (docs/weights.md)")
+    p.add_argument(
+        "--model", help="registry name, for files that do not name their architecture "
+        "(torchvision and timm files)",
+    )  # fmt: skip
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    from cnnzoo.predict import predict_files
+
+    if args.topk < 1:
+        raise InvalidArgumentError(f"--topk must be 1 or more, got {args.topk}.")
+    model, _ = _load_weights(args.model, args.weights)
+    result = predict_files(model, args.images, topk=args.topk, batch_size=args.batch_size)
+    if args.json:
+        console.print_json(json.dumps(result.to_dict()))
+    else:
+        out = [f"preprocessing: {result.transform}", *result.lines()]
+        out += [f"note: {note}" for note in result.notes]
+        console.out("\n".join(out), highlight=False)
+    for _, message in result.failures:
+        print(f"cnnzoo predict: error: {message}", file=sys.stderr)
+    if result.failures:
+        print(
+            f"cnnzoo predict: {len(result.failures)} of {len(args.images)} files could not be "
+            f"read; the others are predicted above.",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> None:
+    from pathlib import Path
+
+    from cnnzoo.data import load_dataset
+    from cnnzoo.evaluate import evaluate
+
+    model, name = _load_weights(args.model, args.weights)
+    pre = model.pretrained_cfg
+    data = load_dataset(args.dataset, root=args.data_root, preprocessing=pre)
+    if data.num_classes != model.num_classes:
+        raise InvalidArgumentError(
+            f"the weights have {model.num_classes} classes, {args.dataset} has "
+            f"{data.num_classes}: evaluate on data with the weights' classes."
+        )
+    notes = [f"preprocessing: {pre.describe()}"]
+    if pre.class_names and list(pre.class_names) != list(data.class_names):
+        notes.append(
+            f"class names differ (weights {', '.join(pre.class_names[:3])}, … vs data "
+            f"{', '.join(data.class_names[:3])}, …): labels are matched by index"
+        )
+    result = evaluate(
+        model, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    picture = None
+    if args.out:
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = folder / "confusion.png"
+        result.save_confusion(picture, title=f"{name} on {args.dataset} (validation)")
+    if args.json:
+        console.print_json(json.dumps(result.to_dict() | {"notes": notes}))
+        return
+    lines = [*(f"note: {n}" for n in notes), *result.lines()]
+    if picture is not None:
+        lines.append(f"confusion matrix: {picture}")
+    console.out("\n".join(lines), highlight=False)
+
+
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-k classes of image files from a weight file")
+    _add_weights_arguments(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files (any mode)")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image (5)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (32)")
+    p.add_argument("--json", action="store_true", help="machine-readable (docs/predict.md)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix")
+    _add_weights_arguments(p)
+    p.add_argument("--dataset", required=True, help="as for train: digits, imagefolder:PATH, ...")
+    p.add_argument("--data-root", help="folder holding the dataset files")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (256)")
+    p.add_argument("--out", help="folder for confusion.png")
+    p.add_argument("--json", action="store_true", help="machine-readable (docs/predict.md)")
+    p.set_defaults(func=cmd_eval)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and still exit code 2), like every other."""
 
@@ -262,7 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "summary", help="one model's layers: shapes, parameters, MACs, memory, receptive field"
     )
-    p.add_argument("model", help="registry name, e.g. lenet5 (see `cnnzoo list`)")
+    p.add_argument(
+        "model", nargs="?", help="registry name, e.g. lenet5 (see `cnnzoo list`); with "
+        "--weights only where the file does not name its architecture",
+    )  # fmt: skip
+    p.add_argument("--weights", help="the model as loaded from this weight file")
     p.add_argument("--input", help="input size CxHxW (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (1)")
@@ -278,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_explain(sub)
     _add_train(sub)
+    _add_inference(sub)
     return parser
 
 
@@ -286,8 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Off a terminal (a pipe, a file, CI logs) rich would wrap tables at 80 columns.
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
-        args.func(args, console)
+        code = args.func(args, console)
     except CnnzooError as err:
         print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0

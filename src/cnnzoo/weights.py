@@ -331,6 +331,8 @@ def _read(path: Path) -> _FileContents:
     if isinstance(obj, dict) and "model_name" in obj and "model" in obj:
         contents = _FileContents(_tensors(obj["model"], path), "cnnzoo checkpoint")
         contents.named = str(obj["model_name"])
+        if isinstance(obj.get("metadata"), dict):  # checkpoints of cnnzoo 0.1 have none
+            contents.preprocessing = _cnnzoo_preprocessing(obj["metadata"], path, contents.source)
         return contents
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         # timm's and Lightning's training checkpoints keep the weights under "state_dict".
@@ -375,6 +377,14 @@ def _read_safetensors(path: Path) -> _FileContents:
         raise WeightsError(f"cannot read {path} as safetensors: {_first_line(err)}") from None
     if "model" not in meta:  # e.g. timm's hub files (model.safetensors): a bare state_dict
         return _FileContents(state, "state_dict")
+    contents = _FileContents(state, "cnnzoo export")
+    contents.preprocessing = _cnnzoo_preprocessing(meta, path, contents.source)
+    contents.named = meta["model"]
+    return contents
+
+
+def _cnnzoo_preprocessing(meta: dict[str, str], path: Path, kind: str) -> Preprocessing:
+    """The preprocessing cnnzoo's trainer records (``trainer._metadata``), as strings."""
     try:
         chans = int(meta["in_chans"])
         side = int(meta["image_size"])
@@ -387,13 +397,11 @@ def _read_safetensors(path: Path) -> _FileContents:
             std=tuple(json.loads(meta["std"])),
             channel_order=_channel_order(chans),
             class_names=tuple(json.loads(meta["class_names"])),
-            source=f"cnnzoo export{', trained on ' + meta['dataset'] if 'dataset' in meta else ''}",
+            source=f"{kind}{', trained on ' + meta['dataset'] if 'dataset' in meta else ''}",
         )
     except (KeyError, ValueError, TypeError) as err:
         raise WeightsError(f"{path} has incomplete cnnzoo metadata ({err}).") from None
-    contents = _FileContents(state, "cnnzoo export", pre)
-    contents.named = meta["model"]
-    return contents
+    return pre
 
 
 def _check_hash(path: Path) -> None:

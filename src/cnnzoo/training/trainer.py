@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.data import load_dataset, make_loader
+from cnnzoo.data import DataBundle, load_dataset, make_loader
 from cnnzoo.errors import CheckpointError, InvalidArgumentError
 from cnnzoo.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from cnnzoo.registry import create_model, get_spec
@@ -356,6 +356,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
                 "best_acc": best_acc,
                 "history": history,
                 "config": resolved,
+                "metadata": _metadata(config, data, image_size),
                 "rng": checkpoint.rng_state(),
                 "versions": _versions(),
             }
@@ -375,10 +376,10 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
     return RunResult(out, history, notes, info.is_main)
 
 
-def _finish(out, config, model, data, image_size, history, stats) -> None:
-    from cnnzoo import plots
-
-    metadata = {
+def _metadata(config: TrainConfig, data: DataBundle, image_size: int) -> dict[str, str]:
+    """What the weights need to be used later (docs/weights.md): kept in the export's
+    safetensors header and in every checkpoint."""
+    return {
         "model": config.model,
         "num_classes": str(data.num_classes),
         "in_chans": str(data.in_chans),
@@ -388,7 +389,12 @@ def _finish(out, config, model, data, image_size, history, stats) -> None:
         "class_names": json.dumps(list(data.class_names)),
         "dataset": config.dataset,
     }
-    _save_weights(model, out / WEIGHTS, metadata)
+
+
+def _finish(out, config, model, data, image_size, history, stats) -> None:
+    from cnnzoo import plots
+
+    _save_weights(model, out / WEIGHTS, _metadata(config, data, image_size))
     title = f"{config.model} on {config.dataset}"
     plots.training_curves(history, out / "curves.png", title)
     if stats is None:  # resumed after the last epoch: evaluate once for the matrix
