@@ -20,6 +20,7 @@ import cnnzoo
 from cnnzoo import weights
 from cnnzoo.errors import CnnzooError, WeightsError
 from cnnzoo.weights import load_weights
+from cnnzoo.weights.keys import map_timm_effnet
 
 
 def _assert_same(ours: torch.Tensor, ref: torch.Tensor) -> None:
@@ -270,14 +271,11 @@ def _load_as(src: Path, name: str, model: str | None, folder: Path, **kwargs):
     A random file cannot carry the real digits, so the table entry of ``name`` is copied under
     the file's own (correctly hashed) name for the duration of the call.
     """
-    entries = dict(weights.TORCHVISION_FILES)
-    entries[src.name] = weights.TORCHVISION_FILES[name]
-    saved = weights.TORCHVISION_FILES
-    weights.TORCHVISION_FILES = entries
+    weights.TORCHVISION_FILES[src.name] = weights.TORCHVISION_FILES[name]  # the one table
     try:
         return load_weights(model, src, **kwargs)
     finally:
-        weights.TORCHVISION_FILES = saved
+        del weights.TORCHVISION_FILES[src.name]
 
 
 def test_known_torchvision_file_brings_preprocessing_and_class_names(resnet18_file, tmp_path):
@@ -372,7 +370,7 @@ def test_timm_efficientnet_b2_keys_and_shapes_fit():
     with torch.device("meta"):
         state = timm.create_model("efficientnet_b2", pretrained=False).state_dict()
         ours = cnnzoo.create_model("efficientnet_b2").state_dict()
-    mapped = weights._map_timm_effnet(state)
+    mapped = map_timm_effnet(state)
     assert {k: v.shape for k, v in mapped.items()} == {k: v.shape for k, v in ours.items()}
 
 
