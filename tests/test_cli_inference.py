@@ -167,3 +167,39 @@ def test_eval_refuses_data_with_other_classes(capsys, trained, tmp_path):
     code, _, err = run(capsys, "eval", "--weights", str(trained / "model.safetensors"),
                        "--dataset", f"imagefolder:{tmp_path}")  # fmt: skip
     assert code == 2 and "the weights have 10 classes" in err and "has 2" in err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_checks_the_file_on_random_and_real_images(capsys, trained, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    weights = trained / "model.safetensors"
+    code, text, _ = run(capsys, "export", "--weights", str(weights), "--format", fmt,
+                        "--out", str(out), "--json")  # fmt: skip
+    assert code == 0
+    report = json.loads(text)
+    names = [c["name"] for c in report["checks"]]
+    assert any("real" in n for n in names) and any("random" in n for n in names)
+    # independently: run the file on validation digits and compare with the model
+    model = load_weights(None, weights)[0]
+    data = load_dataset("digits", preprocessing=model.pretrained_cfg)
+    x = torch.stack([data.val[i][0] for i in range(8)])
+    with torch.no_grad():
+        expected = model(x)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    else:
+        got = torch.jit.load(str(out))(x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_export_without_the_onnx_extra_says_what_to_install(capsys, trained, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    code, _, err = run(capsys, "export", "--weights", str(trained / "model.safetensors"),
+                       "--format", "onnx", "--out", str(tmp_path / "m.onnx"))  # fmt: skip
+    assert code == 2 and "pip install 'cnnzoo[onnx]'" in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()

@@ -335,6 +335,36 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
     console.out("\n".join(lines), highlight=False)
 
 
+def cmd_export(args: argparse.Namespace, console: Console) -> None:
+    import torch
+
+    from cnnzoo.data import load_dataset
+    from cnnzoo.export import export_model
+
+    if args.check_images < 1:
+        raise InvalidArgumentError(f"--check-images must be 1 or more, got {args.check_images}.")
+    model, name = _load_weights(args.model, args.weights)
+    size = parse_input_size(args.input) if args.input else model.pretrained_cfg.input_size
+    real = None
+    if args.dataset != "none":
+        # Real images prepared as the weights ask, for the parity check beside random ones.
+        pre = model.pretrained_cfg
+        if args.input:
+            from dataclasses import replace
+
+            pre = replace(pre, input_size=size, resize=None, crop=None)
+        data = load_dataset(args.dataset, root=args.data_root, preprocessing=pre)
+        count = min(args.check_images, len(data.val))
+        real = torch.stack([data.val[i][0] for i in range(count)])
+    report = export_model(
+        model, args.out, args.format, input_size=size, real_inputs=real, model_name=name
+    )
+    if args.json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        console.out("\n".join(report.lines()), highlight=False)
+
+
 def _add_inference(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k classes of image files from a weight file")
     _add_weights_arguments(p)
@@ -352,6 +382,20 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for confusion.png")
     p.add_argument("--json", action="store_true", help="machine-readable (docs/predict.md)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="ONNX or TorchScript file, checked against the model")
+    _add_weights_arguments(p)
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True, help="the file to write (replaced only once checked)")
+    p.add_argument("--input", help="input size CxHxW (default: the weights')")
+    p.add_argument(
+        "--dataset", default="digits", help="real images for the parity check, prepared as the "
+        "weights ask: digits (built in), imagefolder:PATH, ... or none (digits)",
+    )  # fmt: skip
+    p.add_argument("--data-root", help="folder holding the dataset files")
+    p.add_argument("--check-images", type=int, default=32, help="real images checked (32)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=cmd_export)
 
 
 class _Parser(argparse.ArgumentParser):
