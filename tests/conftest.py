@@ -26,3 +26,11 @@ def same_outputs(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
     """The project's tolerance for re-implementations: |a − b| ≤ rtol · max(1, max |a|)."""
     scale = max(1.0, a.abs().max().item())
     return (a - b).abs().max().item() <= rtol * scale
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory) -> None:
+    """`auto`'s choices go to a cache of the test session, never the user's ~/.cache/cnnzoo."""
+    import os
+
+    os.environ["CNNZOO_CACHE"] = str(tmp_path_factory.mktemp("cnnzoo-cache"))

@@ -398,6 +398,77 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise InvalidArgumentError(
+            f"{flag} {text!r} is not a list of positive numbers, e.g. 1,8,32."
+        )
+    return values
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> None:
+    from pathlib import Path
+
+    from cnnzoo.bench import run_bench
+    from cnnzoo.fileio import atomic_write_text
+    from cnnzoo.registry import list_models
+
+    if bool(args.all) == bool(args.models):
+        raise InvalidArgumentError("give --models a,b,... or --all (one of them).")
+    models = list_models() if args.all else [m.strip() for m in args.models.split(",") if m]
+    size = None if args.image_size == "native" else _int_list(args.image_size, "--image-size")[0]
+    if args.json and not Path(args.json).parent.is_dir():
+        raise InvalidArgumentError(f"--json {args.json}: the folder does not exist.")
+    result = run_bench(
+        models, [b.strip() for b in args.backends.split(",") if b.strip()],
+        _int_list(args.batch_sizes, "--batch-sizes"), image_size=size, threads=args.threads,
+        rounds=args.rounds, memory=not args.no_memory,
+        progress=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    m = result.machine
+    console.print(
+        f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
+        f"onnxruntime {m['onnxruntime']}, python {m['python']}",
+        highlight=False,
+    )
+    table = Table(title="latency per batch (ms), throughput, memory, achieved GFLOP/s")
+    for col in ("model", "backend", "batch", "input", "p50 ms", "p90 ms", "img/s", "peak MB",
+                "calls MB", "params", "MACs", "GFLOP/s"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("model", "backend") else "right")
+    for r in result.rows:
+        backend = r.backend if r.picked == r.backend else f"{r.backend} → {r.picked}"
+        memory = [f"{r.peak_rss_mb:.0f}", f"{r.calls_rss_mb:.0f}"] if r.peak_rss_mb else ["", ""]
+        table.add_row(
+            r.model, backend, str(r.batch), "×".join(map(str, r.input_size)),
+            f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput:.1f}", *memory,
+            f"{r.params:,}", _human(r.macs), f"{r.gflops:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result.to_dict(), indent=2))
+        console.print(f"results in {args.json}", highlight=False)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency, throughput and memory per backend, on this machine")
+    p.add_argument("--models", help="registry names, comma-separated")
+    p.add_argument("--all", action="store_true", help="every model in the zoo")
+    p.add_argument("--batch-sizes", default="1,8", help="comma-separated (1,8)")
+    p.add_argument("--backends", default="eager,auto", help="comma-separated (eager,auto)")
+    p.add_argument("--image-size", default="native", help="native (each model's own) or N")
+    p.add_argument("--threads", type=int, help="intra-op threads (torch's default)")
+    p.add_argument("--rounds", type=int, default=10, help="timed calls per row (10)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--json", help="write the results to this file")
+    p.set_defaults(func=cmd_bench)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and still exit code 2), like every other."""
 
@@ -440,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain(sub)
     _add_train(sub)
     _add_inference(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -413,7 +413,8 @@ def _parity_checks(
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime session for ``path`` on the CPU (``CPUExecutionProvider`` only).
+    """An ONNX Runtime session for ``path`` on the CPU (``CPUExecutionProvider`` only), its
+    worker threads told not to spin while idle.
 
     Args:
         path: an ONNX file.
@@ -435,6 +436,10 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1  # one graph at a time: the intra-op threads do the work
     options.log_severity_level = 3  # errors only; a failure still raises
+    # Idle workers would otherwise spin for a while after each run and take the cores from
+    # whatever runs next in the process (measured: the next PyTorch call ~20% slower).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
         str(path), sess_options=options, providers=["CPUExecutionProvider"]
     )

@@ -1,0 +1,291 @@
+"""``cnnzoo bench``: what each model costs to run here, per backend and batch size.
+
+For every (model, batch size) the backends are built once (:func:`cnnzoo.inference.optimize`),
+warmed up, then timed side by side: rounds in which each backend runs once, in an order that
+rotates from round to round, with a short pause before each timed call (ONNX Runtime's worker
+threads are told not to spin, and the pause lets one call's threads settle before the next).
+Latency is the median (p50) and 90th percentile of those calls; throughput is the batch size
+over the median.
+
+Peak memory is measured in a separate process per row that builds the model and the backend
+the same way, runs it once, then resets the kernel's record of its peak resident memory and
+runs a few more calls: the peak resident set during those calls (Python, torch, the weights,
+the backend and the calls' working memory), and how much of it the calls add over what was
+resident before them. Its own process is the only way to see a peak that the allocator hands
+back at once, and to keep the setup's peak (an ONNX export needs more memory than running)
+out of it; it costs a few seconds a row, and ``memory=False`` skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.registry import create_model, get_spec
+
+PAUSE_S = 0.02  # before each timed call
+WARMUP = 2
+PROBE_CALLS = 3
+
+
+@dataclass
+class BenchRow:
+    """One (model, backend, batch size).
+
+    Attributes:
+        backend: as asked; ``picked`` says what ``auto`` chose.
+        p50_ms, p90_ms: latency of one batch, median and 90th percentile.
+        throughput: images per second at the median latency.
+        peak_rss_mb: peak resident memory of a process running this row (``None`` unmeasured).
+        calls_rss_mb: the part of it the calls add over building the model and backend.
+        gflops: achieved GFLOP/s, ``2 · MACs · batch / p50``.
+    """
+
+    model: str
+    backend: str
+    picked: str
+    batch: int
+    input_size: tuple[int, int, int]
+    p50_ms: float
+    p90_ms: float
+    throughput: float
+    params: int
+    macs: int
+    gflops: float
+    setup_s: float
+    calls: int
+    peak_rss_mb: float | None = None
+    calls_rss_mb: float | None = None
+
+
+@dataclass
+class BenchResult:
+    """Every row, and the machine they were measured on."""
+
+    rows: list[BenchRow]
+    machine: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "notes": self.notes,
+            "rows": [dataclasses.asdict(r) | {"input_size": list(r.input_size)} for r in self.rows],
+        }
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU, cores, threads and library versions, for the record."""
+    from cnnzoo.inference.auto import machine
+
+    info = {
+        "cpu": machine(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    return info
+
+
+def run_bench(
+    models: Sequence[str],
+    backends: Sequence[str],
+    batch_sizes: Sequence[int],
+    *,
+    image_size: int | None = None,
+    threads: int | None = None,
+    rounds: int = 10,
+    memory: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Time ``models`` × ``backends`` × ``batch_sizes`` on this machine.
+
+    Args:
+        models: registry names (random weights: speed does not depend on their values).
+        backends: names for :func:`cnnzoo.inference.optimize` (``auto``, ``eager``, ...).
+        batch_sizes: images per call.
+        image_size: side of the square input; ``None`` for each model's own (its paper's).
+        threads: intra-op threads for every backend; ``torch.get_num_threads()`` when ``None``.
+        rounds: timed calls per backend (after the warm-up).
+        memory: measure peak memory in a separate process per row (a few seconds each).
+        progress: called with one line as each row is measured.
+
+    Raises:
+        InvalidArgumentError: empty lists, a batch size or ``rounds`` below 1.
+        CnnzooError: an unknown model or backend, a size the model cannot take (before any
+            timing).
+    """
+    from cnnzoo.analysis import check_input, count_params, model_macs
+    from cnnzoo.inference import BACKENDS, optimize
+
+    if not models or not backends or not batch_sizes:
+        raise InvalidArgumentError("give at least one model, backend and batch size.")
+    if min(batch_sizes) < 1 or rounds < 1:
+        raise InvalidArgumentError("batch sizes and --rounds must be 1 or more.")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}."
+        )
+    threads = threads or torch.get_num_threads()
+    sizes = {}
+    for name in models:  # every size is checked before anything is timed
+        spec = get_spec(name)
+        chans, h, w = spec.input_size
+        sizes[name] = (chans, image_size, image_size) if image_size else (chans, h, w)
+        check_input(name, sizes[name])
+    result = BenchResult([], machine_info(threads))
+    result.notes.append(
+        f"{rounds} timed calls per row after {WARMUP} warm-up calls, interleaved across "
+        f"backends, {PAUSE_S * 1000:.0f} ms pause before each; ONNX Runtime threads do not spin"
+    )
+    for name in models:
+        size = sizes[name]
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        params, macs = count_params(model), model_macs(model, size)
+        calibration = _calibration(size) if "int8" in backends else None
+        for batch in batch_sizes:
+            x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
+            runners = {
+                b: optimize(model, b, example_input=x, threads=threads, model_name=name,
+                            calibration=calibration)
+                for b in backends
+            }  # fmt: skip
+            times = _time(runners, x, rounds)
+            for b in backends:
+                runner = runners[b]
+                p50 = statistics.median(times[b])
+                p90 = _percentile(times[b], 0.9)
+                row = BenchRow(
+                    model=name, backend=b, picked=runner.backend, batch=batch, input_size=size,
+                    p50_ms=1000 * p50, p90_ms=1000 * p90, throughput=batch / p50,
+                    params=params, macs=macs, gflops=2 * macs * batch / p50 / 1e9,
+                    setup_s=runner.setup_seconds, calls=len(times[b]),
+                )  # fmt: skip
+                if memory:
+                    row.peak_rss_mb, row.calls_rss_mb = _memory(name, b, batch, size, threads)
+                result.rows.append(row)
+                if progress is not None:
+                    progress(_row_line(row))
+    return result
+
+
+def _calibration(size: tuple[int, int, int]) -> torch.Tensor:
+    # int8 is calibrated on real images: the built-in digits, prepared at the model's size.
+    from cnnzoo.data import load_dataset
+
+    data = load_dataset("digits", image_size=size[1], in_chans=size[0])
+    return torch.stack([data.train[i][0] for i in range(64)])
+
+
+def _time(
+    runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, rounds: int
+) -> dict[str, list[float]]:
+    names = list(runners)
+    for name in names:
+        for _ in range(WARMUP):
+            runners[name](x)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            time.sleep(PAUSE_S)
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)  # linear interpolation, as numpy's default
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _memory(
+    name: str, backend: str, batch: int, size: tuple[int, int, int], threads: int
+) -> tuple[float, float]:
+    """(peak resident MB while running, MB of it the calls add) from a child process."""
+    args = json.dumps([name, backend, batch, list(size), threads])
+    code = f"from cnnzoo.bench import _probe_main; _probe_main({args!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise RuntimeError(f"memory probe of {name}/{backend} failed: {last}")
+    peak, before = json.loads(done.stdout.strip().splitlines()[-1])
+    return peak, peak - before
+
+
+def _probe_main(args: str) -> None:
+    """The child of :func:`_memory`: the row's build (seeded alike), then its peak resident
+    memory over a few calls, printed as JSON ``[peak MB, resident MB before the calls]``.
+
+    Linux resets the peak (``VmHWM``) on writing 5 to ``/proc/self/clear_refs``, so the peak is
+    that of the calls alone, not of the setup (an ONNX export or a compile needs more memory
+    than running does); elsewhere the process's lifetime peak stands in for it.
+    """
+    from cnnzoo.inference import optimize
+
+    name, backend, batch, size, threads = json.loads(args)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    size = tuple(size)
+    x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
+    calibration = _calibration(size) if backend == "int8" else None
+    runner = optimize(
+        model, backend, example_input=x, threads=threads, model_name=name, calibration=calibration
+    )
+    runner(x)  # the first call allocates what every later call reuses
+    before = _status_mb("VmRSS")
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    for _ in range(PROBE_CALLS):
+        runner(x)
+    peak = _status_mb("VmHWM")
+    print(json.dumps([peak, before]))
+
+
+def _status_mb(field_name: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _row_line(row: BenchRow) -> str:
+    picked = f" → {row.picked}" if row.picked != row.backend else ""
+    memory = f", peak {row.peak_rss_mb:.0f} MB" if row.peak_rss_mb is not None else ""
+    return (
+        f"{row.model} {row.backend}{picked} batch {row.batch}: p50 {row.p50_ms:.2f} ms, "
+        f"p90 {row.p90_ms:.2f} ms, {row.throughput:.1f} img/s, {row.gflops:.1f} GFLOP/s{memory}"
+    )

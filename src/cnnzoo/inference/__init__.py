@@ -1,0 +1,245 @@
+"""Fast inference: one call turns a model into the fastest :class:`Runner` this machine has.
+
+``optimize(model, backend, example_input=...)`` builds one backend (or, with ``"auto"``,
+measures the fp32 candidates and keeps the fastest) on an eval-mode copy of the model, checks it
+against eager on the example input (within ``1e-4 · max(1, max |y|)``, same top-1), and returns
+a callable runner. docs/inference.md says what each backend does and when it wins.
+
+Backends: ``eager``, ``channels_last``, ``fused`` (BatchNorm folded into the convolutions),
+``fused_channels_last``, ``onnxruntime``, ``compile`` (torch.compile), ``int8`` (ONNX Runtime
+static quantization), ``cuda`` (GPU, bf16/fp16 autocast) and ``auto``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnzoo.errors import ExportError, InvalidArgumentError
+from cnnzoo.inference import auto
+from cnnzoo.inference.backends import (
+    CUDA_DTYPES,
+    Built,
+    Context,
+    build_channels_last,
+    build_compile,
+    build_cuda,
+    build_eager,
+    build_fused,
+    build_fused_channels_last,
+    check_cuda,
+)
+from cnnzoo.inference.fold import fold_batchnorm
+from cnnzoo.inference.ort import build_int8, build_onnxruntime, ort_session
+from cnnzoo.inference.runner import (
+    Candidate,
+    Runner,
+    agreement,
+    check_images,
+    check_threads,
+    parity,
+    torch_threads,
+)
+from cnnzoo.registry import get_spec
+
+__all__ = [
+    "AUTO_CANDIDATES",
+    "BACKENDS",
+    "Candidate",
+    "Runner",
+    "agreement",
+    "fold_batchnorm",
+    "optimize",
+    "ort_session",
+]
+
+BUILDERS: dict[str, Callable[[Context], Built]] = {
+    "eager": build_eager,
+    "channels_last": build_channels_last,
+    "fused": build_fused,
+    "fused_channels_last": build_fused_channels_last,
+    "onnxruntime": build_onnxruntime,
+    "compile": build_compile,
+    "int8": build_int8,
+    "cuda": build_cuda,
+}
+BACKENDS = ("auto", *BUILDERS)
+# The cheap fp32 ones: compile costs 15-20 s per model to try, int8 changes the outputs, and
+# cuda is another device.
+AUTO_CANDIDATES = ("eager", "channels_last", "fused", "fused_channels_last", "onnxruntime")
+
+
+def optimize(
+    model: nn.Module,
+    backend: str = "auto",
+    *,
+    example_input: torch.Tensor,
+    threads: int | None = None,
+    calibration: torch.Tensor | None = None,
+    cache_dir: str | Path | None = None,
+    model_name: str | None = None,
+    cuda_dtype: str = "bf16",
+) -> Runner:
+    """Make ``model`` ready for fast inference with ``backend``.
+
+    The user's model is left as it is (mode and weights): every backend works on an eval-mode
+    copy, so the runner is a snapshot of the weights at this call.
+
+    Args:
+        model: the network; its forward must return one tensor of logits in eval mode.
+        backend: one of :data:`BACKENDS`; ``"auto"`` measures :data:`AUTO_CANDIDATES` for this
+            model, input shape, batch size and thread count and keeps the fastest that passes
+            the parity check, remembering its choice in ``cache_dir``.
+        example_input: a batch ``(N, C, H, W)`` like those the runner will get: it fixes
+            ``(C, H, W)``, is what ``auto`` times (so ``N`` is the batch size it optimizes for)
+            and what the parity check runs on.
+        threads: intra-op threads for torch (set during setup and each call, restored after)
+            and for ONNX Runtime; ``torch.get_num_threads()`` when ``None``.
+        calibration: preprocessed real images ``(M, C, H, W)`` for ``int8`` (required there; a
+            few hundred from the training set are plenty).
+        cache_dir: where ``auto`` keeps its choices (under ``inference/``); ``$CNNZOO_CACHE``
+            or ``~/.cache/cnnzoo`` when ``None``.
+        model_name: the registry name (``load_weights`` reports it); names the cache entry and
+            goes into the ONNX file. The class name stands in when ``None``.
+        cuda_dtype: ``"bf16"`` or ``"fp16"``: the autocast type of the ``cuda`` backend.
+
+    Returns:
+        A :class:`Runner`: ``runner(x)`` gives the logits; ``runner.describe()`` one line on
+        what it is and, for ``auto``, what was measured.
+
+    Raises:
+        InvalidArgumentError: an unknown backend, bad ``threads``, ``example_input`` or
+            ``calibration``, ``int8`` without calibration images, ``cuda`` without a GPU, or
+            ``fused`` on a model ``torch.export`` cannot trace.
+        UnknownModelError: ``model_name`` is not registered.
+        InputSizeError: the model cannot take the example's size.
+        ExportError: the ONNX extra is missing, the export failed, or the backend does not
+            compute what the model computes (parity failure, one line with the numbers).
+    """
+    start = time.perf_counter()
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise InvalidArgumentError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}.")
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError(f"model must be a torch nn.Module, got {type(model).__name__}.")
+    threads = check_threads(threads)
+    example = check_images(
+        "example_input",
+        example_input,
+        fix="give a batch like those you will run, e.g. torch.randn(8, C, H, W)",
+    )
+    size = tuple(example.shape[1:])
+    if backend == "int8" and calibration is None:
+        raise InvalidArgumentError(
+            "backend 'int8' needs calibration images: pass calibration= a few hundred "
+            f"preprocessed training images of shape (M, {', '.join(map(str, size))})."
+        )
+    if calibration is not None:
+        calibration = check_images(
+            "calibration", calibration, size, fix="give images prepared like example_input"
+        ).detach()
+    if backend == "cuda":
+        check_cuda()
+    if cuda_dtype not in CUDA_DTYPES:
+        raise InvalidArgumentError(
+            f"cuda_dtype must be {' or '.join(CUDA_DTYPES)}, got {cuda_dtype!r}."
+        )
+    if model_name is not None:
+        get_spec(model_name)  # an unknown name fails here, with close matches
+    name = model_name or type(model).__name__
+    ctx = Context(
+        copy.deepcopy(model).to("cpu").eval(),
+        example.detach().to("cpu", torch.float32),
+        threads,
+        name,
+        model_name,
+        calibration,
+        cuda_dtype,
+    )
+    with torch_threads(threads):
+        with torch.inference_mode():
+            want = ctx.model(ctx.example)
+        if not isinstance(want, torch.Tensor) or want.dim() != 2:
+            what = tuple(want.shape) if isinstance(want, torch.Tensor) else type(want).__name__
+            raise InvalidArgumentError(
+                f"{name} returns {what} in eval mode: optimize needs a model whose forward "
+                "returns one (N, classes) tensor of logits."
+            )
+        if backend == "auto":
+            cache = Path(cache_dir) if cache_dir is not None else auto.default_cache_dir()
+            runner = _auto(ctx, want, cache)
+        else:
+            runner = _build(backend, ctx, want)[0]
+    runner.setup_seconds = time.perf_counter() - start
+    return runner
+
+
+def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | None]:
+    """Build one backend and check it on the example; the runner and what it is the same as."""
+    start = time.perf_counter()
+    built = BUILDERS[name](ctx)
+    size = tuple(ctx.example.shape[1:])
+    runner = Runner(
+        name, ctx.threads, size, built.run, built.device, len(ctx.example), note=built.note
+    )
+    got = runner(ctx.example)
+    if built.exact:
+        runner.check = parity(name, want, got)
+        if not runner.check.passed:
+            raise ExportError(
+                f"backend {name!r} does not compute what {ctx.name} computes on the example "
+                f"input ({runner.check.line()}): use another backend."
+            )
+    else:
+        same = int((got.float().cpu().argmax(1) == want.argmax(1)).sum())
+        runner.note += f"; top-1 agreement with eager on the example {same}/{len(want)}"
+    runner.setup_seconds = time.perf_counter() - start
+    return runner, built.same_as
+
+
+def _auto(ctx: Context, want: torch.Tensor, cache_dir: Path) -> Runner:
+    key = auto.cache_key(ctx.model, ctx.name, ctx.example, ctx.threads, AUTO_CANDIDATES)
+    path = auto.cache_file(cache_dir, key)
+    entry = auto.read_cache(path, key)
+    if entry is not None:
+        try:
+            runner = _build(entry["backend"], ctx, want)[0]
+        except Exception:  # e.g. it fails its check now: measure again and overwrite
+            pass
+        else:
+            runner.chosen_by, runner.cache_file = "auto (cached)", path
+            runner.measurements = auto.cached_candidates(entry)
+            return runner
+    candidates: list[Candidate] = []
+    runners: dict[str, Runner] = {}
+    for name in AUTO_CANDIDATES:
+        start = time.perf_counter()
+        try:
+            runner, same_as = _build(name, ctx, want)
+        except Exception as err:  # any failure only drops the candidate; the reason is kept
+            reason = (str(err).strip() or type(err).__name__).splitlines()[0][:200]
+            candidates.append(Candidate(name, None, time.perf_counter() - start, reason))
+            continue
+        if same_as in runners:
+            candidates.append(Candidate(name, None, runner.setup_seconds, f"same as {same_as}"))
+            continue
+        runners[name] = runner
+        candidates.append(Candidate(name, None, runner.setup_seconds))
+    if not runners:  # only when eager itself is not a candidate
+        reasons = "; ".join(f"{c.name}: {c.error}" for c in candidates)
+        raise ExportError(f"no backend for {ctx.name} passed its check ({reasons}).")
+    medians = auto.measure(runners, ctx.example)
+    for candidate in candidates:
+        if candidate.name in medians:
+            candidate.median_ms = medians[candidate.name] * 1e3
+    best = min(runners, key=lambda n: medians[n])
+    chosen = runners[best]
+    chosen.chosen_by, chosen.measurements, chosen.cache_file = "auto", candidates, path
+    problem = auto.write_cache(path, key, best, candidates)
+    if problem:
+        chosen.note += f"; {problem}"
+    return chosen

@@ -1,0 +1,161 @@
+"""What ``backend="auto"`` measures and remembers.
+
+:func:`measure` times the candidates side by side: a warm-up, then rounds in which every
+candidate runs once, in an order that rotates from round to round, with a short pause before
+each timed call; the median of each candidate's times is its speed. The choice is cached as one
+small JSON file per key (model, architecture, input shape, batch, threads, machine, versions) in
+``<cache_dir>/inference/``, written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.fileio import atomic_write_text
+from cnnzoo.inference.runner import Candidate
+
+BUDGET_S = 2.0  # timed rounds stop after about this long (at least MIN_ROUNDS)
+MIN_ROUNDS, MAX_ROUNDS = 5, 30
+WARMUP = 2  # untimed calls per candidate first (allocator, caches, ORT's first run)
+PAUSE_S = 0.002  # before each timed call: one call's threads settle before the next starts
+CACHE_VERSION = 1
+
+
+def measure(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor) -> dict[str, float]:
+    """Median seconds of one call of each runner on ``x``, from interleaved repeats."""
+    names = list(runners)
+    per_round = 0.0
+    for name in names:
+        for _ in range(WARMUP):
+            start = time.perf_counter()
+            runners[name](x)
+        per_round += time.perf_counter() - start  # the last warm-up call
+    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / max(per_round, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            time.sleep(PAUSE_S)
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$CNNZOO_CACHE``, else ``~/.cache/cnnzoo``."""
+    return Path(os.environ.get("CNNZOO_CACHE") or Path.home() / ".cache" / "cnnzoo")
+
+
+def machine() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux, else ``platform.processor()``) and the
+    architecture, e.g. ``"AMD EPYC 9654 96-Core Processor (x86_64)"``."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    return f"{name or platform.processor() or 'unknown CPU'} ({platform.machine()})"
+
+
+def architecture_hash(model: nn.Module) -> str:
+    """A hash of the class and the state_dict's names, shapes and dtypes: it changes with the
+    architecture (e.g. another number of classes), not with the weights' values, which do not
+    change which backend is fastest."""
+    text = type(model).__qualname__ + "".join(
+        f"|{k}:{tuple(v.shape)}:{v.dtype}" for k, v in model.state_dict().items()
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(
+    model: nn.Module, name: str, example: torch.Tensor, threads: int, candidates: Sequence[str]
+) -> dict[str, Any]:
+    """Everything the choice depends on."""
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
+    from cnnzoo import __version__
+
+    return {
+        "version": CACHE_VERSION,
+        "model": name,
+        "architecture": architecture_hash(model),
+        "input_shape": list(example.shape),
+        "batch": len(example),
+        "threads": threads,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "cnnzoo": __version__,
+        "candidates": list(candidates),
+    }
+
+
+def cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
+    """``<cache_dir>/inference/auto-<model>-<hash of key>.json``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", key["model"])[:60]
+    return Path(cache_dir) / "inference" / f"auto-{slug}-{digest}.json"
+
+
+def read_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached entry at ``path`` if it is readable and for exactly ``key``."""
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or damaged: measure again
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    if entry.get("backend") not in key["candidates"]:
+        return None
+    return entry
+
+
+def write_cache(path: Path, key: dict[str, Any], backend: str, candidates: list[Candidate]) -> str:
+    """Write the choice; return ``""``, or why it could not be written (not an error: the
+    next call measures again)."""
+    entry = {
+        "key": key,
+        "backend": backend,
+        "candidates": [dataclasses.asdict(c) for c in candidates],
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(entry, indent=1) + "\n")
+    except OSError as err:
+        return f"cache not written to {path}: {err.strerror or err}"
+    return ""
+
+
+def cached_candidates(entry: dict[str, Any]) -> list[Candidate]:
+    """The candidates recorded in a cache entry (fields it lacks take their defaults)."""
+    fields = {f.name for f in dataclasses.fields(Candidate)}
+    return [
+        Candidate(**{k: v for k, v in c.items() if k in fields})
+        for c in entry.get("candidates", [])
+        if isinstance(c, dict) and isinstance(c.get("name"), str)
+    ]

@@ -1,0 +1,154 @@
+"""The PyTorch backends: eager, channels_last, fused (BatchNorm folded), fused_channels_last,
+compile and cuda. Each builder takes the :class:`Context` and returns a :class:`Built`: the
+function that runs a batch and a few words on what it does. The ONNX Runtime backends are in
+:mod:`cnnzoo.inference.ort`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.inference.fold import fold_batchnorm
+
+CUDA_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Context:
+    """What every builder gets.
+
+    Attributes:
+        model: an eval-mode copy of the user's model (builders that change modules copy it
+            again; ``eager`` and ``compile`` use it as it is).
+        example: the example batch ``(N, C, H, W)``.
+        threads: intra-op threads.
+        name: the model's name for messages and files (registry name or class name).
+        model_name: the registry name when the user gave one (written into ONNX files).
+        calibration: images for ``int8`` calibration, or ``None``.
+        cuda_dtype: ``"bf16"`` or ``"fp16"``, the autocast type of ``cuda``.
+    """
+
+    model: nn.Module
+    example: torch.Tensor
+    threads: int
+    name: str
+    model_name: str | None = None
+    calibration: torch.Tensor | None = None
+    cuda_dtype: str = "bf16"
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def folded(self) -> tuple[nn.Module, list[tuple[str, str]]]:
+        """The model with BatchNorm folded (traced once, shared by both fused backends)."""
+        if "folded" not in self._memo:
+            self._memo["folded"] = fold_batchnorm(self.model, self.example, self.name)
+        return self._memo["folded"]
+
+
+@dataclass
+class Built:
+    """A backend ready to run.
+
+    Attributes:
+        run: batch → logits; called under ``torch.inference_mode`` with torch's threads set.
+        note: what it does, in a few words (for ``describe()``).
+        same_as: the backend this one is identical to here (``fused`` without anything to
+            fold is ``eager``); ``auto`` does not time it twice.
+        device: ``"cpu"``, or ``"cuda"`` for the GPU path (which moves inputs itself).
+        exact: whether it must pass the parity check with eager (False for int8 and cuda).
+    """
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    note: str
+    same_as: str | None = None
+    device: str = "cpu"
+    exact: bool = True
+
+
+def build_eager(ctx: Context) -> Built:
+    return Built(ctx.model, "the model as it is, eval mode, torch.inference_mode")
+
+
+def build_channels_last(ctx: Context) -> Built:
+    return Built(_channels_last(copy.deepcopy(ctx.model)), "weights and inputs channels_last")
+
+
+def build_fused(ctx: Context) -> Built:
+    model, pairs = ctx.folded()
+    same = None if pairs else "eager"
+    return Built(model, f"BatchNorm folded into {len(pairs)} convolutions", same_as=same)
+
+
+def build_fused_channels_last(ctx: Context) -> Built:
+    model, pairs = ctx.folded()
+    same = None if pairs else "channels_last"
+    note = f"BatchNorm folded into {len(pairs)} convolutions, channels_last"
+    return Built(_channels_last(copy.deepcopy(model)), note, same_as=same)
+
+
+def _channels_last(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    model = model.to(memory_format=torch.channels_last)  # 4-D weights; the others stay
+    return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+
+
+def build_compile(ctx: Context) -> Built:
+    """``torch.compile`` (inductor, default mode), compiled now on the example batch.
+
+    The default mode, not ``max-autotune-no-cudagraphs``: on the CPU the autotuning mode mostly
+    adds compile time (its GEMM templates matter on GPUs). A batch size other than the
+    example's recompiles once on its first call, with the batch axis made dynamic.
+    """
+    compiled = torch.compile(ctx.model)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        compiled(ctx.example)  # the first call compiles
+    seconds = time.perf_counter() - start
+    note = (
+        f"torch.compile (inductor, default mode), compiled in {seconds:.1f} s for batch "
+        f"{len(ctx.example)}; another batch size recompiles once"
+    )
+    return Built(compiled, note)
+
+
+def build_cuda(ctx: Context) -> Built:
+    """The GPU path: the model on CUDA, channels_last, autocast to bf16 (or fp16).
+
+    Inputs may live on any device; they are copied to the GPU and the float32 logits copied
+    back to the input's device. cuDNN picks its fastest algorithms per shape (benchmark mode,
+    switched on for each call only).
+    """
+    check_cuda()
+    dtype = CUDA_DTYPES[ctx.cuda_dtype]
+    model = copy.deepcopy(ctx.model).to("cuda", memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        gpu = x.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)
+        was = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            with torch.autocast("cuda", dtype=dtype):
+                y = model(gpu)
+        finally:
+            torch.backends.cudnn.benchmark = was
+        return y.float().to(x.device)
+
+    name = torch.cuda.get_device_name()
+    return Built(
+        run, f"{name}, channels_last, autocast {ctx.cuda_dtype}", device="cuda", exact=False
+    )
+
+
+def check_cuda() -> None:
+    if not torch.cuda.is_available():
+        build = "a CUDA build" if torch.version.cuda else "a CPU-only build"
+        raise InvalidArgumentError(
+            f"backend 'cuda' needs a CUDA GPU, and none is usable here (torch {torch.__version__}"
+            f" is {build}): choose a CPU backend such as auto, or run on a machine with a GPU."
+        )
