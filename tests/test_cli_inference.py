@@ -203,3 +203,28 @@ def test_export_without_the_onnx_extra_says_what_to_install(capsys, trained, tmp
                        "--format", "onnx", "--out", str(tmp_path / "m.onnx"))  # fmt: skip
     assert code == 2 and "pip install 'cnnzoo[onnx]'" in err and "Traceback" not in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_eval_with_a_fast_backend_gives_the_same_accuracy(capsys, trained):
+    weights = str(trained / "model.safetensors")
+    code, out, _ = run(capsys, "eval", "--weights", weights, "--dataset", "digits", "--json")
+    eager = json.loads(out)
+    code, out, err = run(capsys, "eval", "--weights", weights, "--dataset", "digits", "--json",
+                         "--backend", "onnxruntime", "--threads", "1")  # fmt: skip
+    assert code == 0 and "backend onnxruntime" in err
+    fast = json.loads(out)
+    assert abs(fast["top1"] - eager["top1"]) <= 1 / 360  # at most one near-tie may flip
+
+
+def test_eval_int8_reports_the_accuracy_change(capsys, trained):
+    code, out, _ = run(capsys, "eval", "--weights", str(trained / "model.safetensors"),
+                       "--dataset", "digits", "--backend", "int8", "--threads", "1")  # fmt: skip
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if "int8 top-1" in ln)
+    assert "vs fp32" in line and "top-1 agreement with fp32" in line
+
+
+def test_predict_int8_needs_calibration_images(capsys, trained, images):
+    code, _, err = run(capsys, "predict", "--weights", str(trained / "model.safetensors"),
+                       str(images["L.png"]), "--backend", "int8")  # fmt: skip
+    assert code == 2 and "--calibrate" in err

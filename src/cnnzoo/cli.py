@@ -271,12 +271,53 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _with_backend(args: argparse.Namespace, model, name: str, calibration=None):
+    """The model, or a fast runner of it in its place (``--backend``, docs/inference.md)."""
+    if args.backend == "eager":
+        return model
+    import torch
+
+    from cnnzoo.inference import RunnerModule, optimize
+
+    # auto tunes for this batch; any batch size runs afterwards.
+    example = torch.randn(min(args.batch_size, 8), *model.pretrained_cfg.input_size)
+    runner = optimize(
+        model, args.backend, example_input=example, threads=args.threads, model_name=name,
+        calibration=calibration,
+    )  # fmt: skip
+    print(f"backend {runner.describe()}", file=sys.stderr)
+    return RunnerModule(runner, model)
+
+
+def _calibration_images(dataset: str, root: str | None, pre) -> object:
+    import torch
+
+    from cnnzoo.data import load_dataset
+
+    train = load_dataset(dataset, root=root, preprocessing=pre).train  # never augmented here
+    count = min(CALIBRATION_IMAGES, len(train))
+    step = max(1, len(train) // count)  # spread over the split, which is ordered by class
+    return torch.stack([train[i][0] for i in range(0, step * count, step)])
+
+
+CALIBRATION_IMAGES = 256
+
+
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from cnnzoo.predict import predict_files
 
     if args.topk < 1:
         raise InvalidArgumentError(f"--topk must be 1 or more, got {args.topk}.")
-    model, _ = _load_weights(args.model, args.weights)
+    if args.backend == "int8" and not args.calibrate:
+        raise InvalidArgumentError(
+            "--backend int8 needs calibration images: add --calibrate DATASET (its training "
+            "images, prepared as the weights ask)."
+        )
+    model, name = _load_weights(args.model, args.weights)
+    calibration = None
+    if args.calibrate:
+        calibration = _calibration_images(args.calibrate, None, model.pretrained_cfg)
+    model = _with_backend(args, model, name, calibration)
     result = predict_files(model, args.images, topk=args.topk, batch_size=args.batch_size)
     if args.json:
         console.print_json(json.dumps(result.to_dict()))
@@ -316,10 +357,25 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
             f"class names differ (weights {', '.join(pre.class_names[:3])}, … vs data "
             f"{', '.join(data.class_names[:3])}, …): labels are matched by index"
         )
+    calibration = None
+    if args.backend == "int8":
+        calibration = _calibration_images(args.dataset, args.data_root, pre)
+    runner = _with_backend(args, model, name, calibration)
     result = evaluate(
-        model, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
+        runner, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
         batch_size=args.batch_size,
     )  # fmt: skip
+    if args.backend == "int8":  # quantization changes the outputs: say by how much
+        fp32 = evaluate(
+            model, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        agree = _top1_agreement(runner, model, data.val)
+        notes.append(
+            f"int8 top-1 {100 * result.top1:.2f}% vs fp32 {100 * fp32.top1:.2f}% "
+            f"({100 * (result.top1 - fp32.top1):+.2f} points); top-1 agreement with fp32 "
+            f"{100 * agree:.2f}%"
+        )
     picture = None
     if args.out:
         folder = Path(args.out)
@@ -365,6 +421,26 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
         console.out("\n".join(report.lines()), highlight=False)
 
 
+def _top1_agreement(runner, model, dataset) -> float:
+    import torch
+
+    from cnnzoo.inference import agreement
+
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return agreement(runner, model.eval(), images)[0]
+
+
+def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    from cnnzoo.inference import BACKENDS
+
+    p.add_argument(
+        "--backend", default="eager", choices=BACKENDS,
+        help="how to run the model (docs/inference.md): auto measures and keeps the fastest "
+        "(eager)",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, help="intra-op threads (torch's default)")
+
+
 def _add_inference(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k classes of image files from a weight file")
     _add_weights_arguments(p)
@@ -372,6 +448,8 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes shown per image (5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (32)")
     p.add_argument("--json", action="store_true", help="machine-readable (docs/predict.md)")
+    _add_backend_arguments(p)
+    p.add_argument("--calibrate", help="dataset whose training images calibrate --backend int8")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix")
@@ -381,6 +459,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (256)")
     p.add_argument("--out", help="folder for confusion.png")
     p.add_argument("--json", action="store_true", help="machine-readable (docs/predict.md)")
+    _add_backend_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="ONNX or TorchScript file, checked against the model")

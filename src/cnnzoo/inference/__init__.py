@@ -39,6 +39,7 @@ from cnnzoo.inference.ort import build_int8, build_onnxruntime, ort_session
 from cnnzoo.inference.runner import (
     Candidate,
     Runner,
+    RunnerModule,
     agreement,
     check_images,
     check_threads,
@@ -52,6 +53,7 @@ __all__ = [
     "BACKENDS",
     "Candidate",
     "Runner",
+    "RunnerModule",
     "agreement",
     "fold_batchnorm",
     "optimize",

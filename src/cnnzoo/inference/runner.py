@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.export import RTOL, ParityCheck
@@ -195,3 +196,18 @@ def agreement(
             same += int((a.argmax(1) == b.argmax(1)).sum())
             diff = max(diff, (a - b).abs().max().item())
     return same / len(images), diff
+
+
+class RunnerModule(nn.Module):
+    """A :class:`Runner` where code expects a classifier module (``predict_files``,
+    ``evaluate``): ``forward`` runs the runner; ``num_classes`` and ``pretrained_cfg`` are those
+    of the model it was made from. It has no parameters: its calls run on the CPU."""
+
+    def __init__(self, runner: Runner, model: nn.Module) -> None:
+        super().__init__()
+        self.runner = runner
+        self.num_classes = getattr(model, "num_classes", None)
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runner(x)
