@@ -38,6 +38,7 @@ import cnnzoo
 from cnnzoo.bench import machine_info
 from cnnzoo.data import load_dataset
 from cnnzoo.inference import optimize
+from cnnzoo.inference.auto import interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "googlenet", "densenet121")
@@ -89,17 +90,10 @@ def contenders(name: str, x: torch.Tensor, folder: Path) -> dict:
 
 
 def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
-    names = list(runners)
-    for name in names:
+    for runner in runners.values():
         for _ in range(2):
-            runners[name](x)
-    times = {name: [] for name in names}
-    for i in range(rounds):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            time.sleep(PAUSE_S)
-            start = time.perf_counter()
-            runners[name](x)
-            times[name].append(time.perf_counter() - start)
+            runner(x)
+    times = interleaved(runners, x, rounds, PAUSE_S)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

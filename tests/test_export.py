@@ -23,23 +23,11 @@ from cnnzoo import create_model, export
 from cnnzoo.errors import ExportError, InputSizeError, InvalidArgumentError, UnknownModelError
 from cnnzoo.export import export_model, onnx_session, read_metadata, run_onnx
 from cnnzoo.weights import Preprocessing
+from tests.conftest import randomise_bn
 
 FORMATS = ("onnx", "torchscript")
 # torch.jit.load warns that torch.jit is deprecated (docs/export.md says why we still offer it).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    # Fresh BatchNorm has mean 0, var 1, γ 1, β 0, which hides a wrongly folded statistic.
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return model.eval()
 
 
 def _open(path: Path, fmt: str):
@@ -88,7 +76,7 @@ SLOW = {(n, "onnx") for n, _, _ in CASES if n not in ("lenet5", "mlp")} | {
     ],
 )
 def test_export_matches_the_eager_model(name, size, options, fmt, tmp_path):
-    model = _randomise_bn(create_model(name, **options))
+    model = randomise_bn(create_model(name, **options))
     model.train()  # export must use eval mode (GoogLeNet: logits only) and give the mode back
     path = tmp_path / f"{name}.{fmt}"
     report = export_model(model, path, fmt, input_size=size, model_name=name)
@@ -134,7 +122,7 @@ PRE = Preprocessing(
 @pytest.fixture(scope="module", params=FORMATS)
 def lenet_export(request, tmp_path_factory):
     """LeNet-5 with a pretrained_cfg, exported once per format with real images checked too."""
-    model = _randomise_bn(create_model("lenet5"))
+    model = randomise_bn(create_model("lenet5"))
     model.pretrained_cfg = PRE
     path = tmp_path_factory.mktemp("export") / f"lenet5.{request.param}"
     report = export_model(model, path, request.param, real_inputs=_digits(6), model_name="lenet5")

@@ -35,6 +35,7 @@ from cnnzoo.inference import (
     ort_session,
 )
 from cnnzoo.inference.backends import Built
+from tests.conftest import randomise_bn
 
 FP32 = ("eager", "channels_last", "fused", "fused_channels_last", "onnxruntime")
 THREADS = 1
@@ -55,19 +56,6 @@ def one_thread():
 def forget_the_last_case():
     yield
     _case.cache_clear()  # the last model of the parity tests need not outlive this module
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    # Fresh BatchNorm has mean 0, var 1, γ 1, β 0, which hides a wrongly folded statistic.
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return model
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +133,7 @@ def test_every_fp32_backend_matches_eager(name, size, options, backend):
 @functools.lru_cache(maxsize=1)  # the backends of one model run one after another
 def _case(name: str, size: tuple[int, ...], options: tuple) -> tuple:
     """The model with random BatchNorm statistics, two batches (4 and 3) and their outputs."""
-    model = _randomise_bn(create_model(name, **dict(options)))
+    model = randomise_bn(create_model(name, **dict(options)))
     g = torch.Generator().manual_seed(1)
     example, other = torch.randn(4, *size, generator=g), torch.randn(3, *size, generator=g)
     return model, example, other, _reference(model, example), _reference(model, other)
@@ -168,7 +156,7 @@ def test_batchnorm_folding_is_the_formula(bias):
     g = torch.Generator().manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=bias)
     bn = nn.BatchNorm2d(4, eps=1e-3)
-    model = _randomise_bn(nn.Sequential(conv, bn, nn.ReLU()), seed=2).eval()
+    model = randomise_bn(nn.Sequential(conv, bn, nn.ReLU()), seed=2).eval()
     x = torch.randn(2, 3, 6, 6, generator=g)
 
     folded, pairs = fold_batchnorm(model, x)
@@ -215,7 +203,7 @@ class _Doubled(nn.Conv2d):
 
 
 def test_only_safe_pairs_are_folded():
-    model = _randomise_bn(_Unsafe()).eval()
+    model = randomise_bn(_Unsafe()).eval()
     x = torch.randn(3, 2, 4, 4)
     folded, pairs = fold_batchnorm(model, x)
     assert pairs == [("plain", "plain_bn")]
@@ -277,7 +265,7 @@ def count_measure(monkeypatch) -> list[list[str]]:
 
 
 def test_auto_measures_once_then_reuses_its_cache(tmp_path, count_measure):
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     want = _reference(model, x)
 
@@ -304,7 +292,7 @@ def test_auto_measures_once_then_reuses_its_cache(tmp_path, count_measure):
 
 def test_another_batch_size_or_a_damaged_entry_is_measured(tmp_path, monkeypatch, count_measure):
     monkeypatch.setattr(inference, "AUTO_CANDIDATES", ("eager", "channels_last", "fused"))
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 16, 16)
     first = optimize(model, example_input=x, threads=THREADS, cache_dir=tmp_path)
     optimize(model, example_input=x, threads=THREADS, cache_dir=tmp_path)
@@ -330,7 +318,7 @@ def test_the_cache_key_follows_batch_threads_and_architecture():
     assert key() == key()
     assert key(example=x[:2]) != key() and key(threads=1) != key()
     assert key(m=create_model("resnet20", num_classes=5)) != key()
-    assert key(m=_randomise_bn(create_model("resnet20"))) == key()  # weights' values do not count
+    assert key(m=randomise_bn(create_model("resnet20"))) == key()  # weights' values do not count
     assert auto.cache_file(Path("c"), key(example=x[:2])) != auto.cache_file(Path("c"), key())
 
 
@@ -344,7 +332,7 @@ def _wrong_but_instant(ctx):
 def test_auto_never_picks_a_backend_that_fails_its_check(tmp_path, monkeypatch, count_measure):
     monkeypatch.setitem(inference.BUILDERS, "fused", _wrong_but_instant)
     monkeypatch.setattr(inference, "AUTO_CANDIDATES", ("eager", "fused", "channels_last"))
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 16, 16)
 
     runner = optimize(model, example_input=x, threads=THREADS, cache_dir=tmp_path)
@@ -358,7 +346,7 @@ def test_auto_never_picks_a_backend_that_fails_its_check(tmp_path, monkeypatch, 
 
 def test_a_cached_choice_that_now_fails_is_measured_again(tmp_path, monkeypatch, count_measure):
     monkeypatch.setattr(inference, "AUTO_CANDIDATES", ("eager", "channels_last"))
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 16, 16)
     first = optimize(model, example_input=x, threads=THREADS, cache_dir=tmp_path)
     monkeypatch.setitem(inference.BUILDERS, first.backend, _wrong_but_instant)

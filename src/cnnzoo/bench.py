@@ -26,7 +26,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,18 +203,12 @@ def _calibration(size: tuple[int, int, int]) -> torch.Tensor:
 def _time(
     runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, rounds: int
 ) -> dict[str, list[float]]:
-    names = list(runners)
-    for name in names:
+    from cnnzoo.inference.auto import interleaved
+
+    for runner in runners.values():
         for _ in range(WARMUP):
-            runners[name](x)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(rounds):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            time.sleep(PAUSE_S)
-            start = time.perf_counter()
-            runners[name](x)
-            times[name].append(time.perf_counter() - start)
-    return times
+            runner(x)
+    return interleaved(runners, x, rounds, PAUSE_S)
 
 
 def _percentile(values: list[float], q: float) -> float:

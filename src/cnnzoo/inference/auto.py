@@ -45,14 +45,25 @@ def measure(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor) 
             runners[name](x)
         per_round += time.perf_counter() - start  # the last warm-up call
     rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / max(per_round, 1e-9))))
+    times = interleaved(runners, x, rounds, PAUSE_S)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def interleaved(
+    runners: dict[str, Callable[[Any], Any]], x: Any, rounds: int, pause_s: float
+) -> dict[str, list[float]]:
+    """Seconds of each call of each runner on ``x``: ``rounds`` rounds in which every runner
+    runs once, the order rotating from round to round (no runner always follows the same one),
+    with a pause of ``pause_s`` before each timed call. No warm-up: do it first."""
+    names = list(runners)
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            time.sleep(PAUSE_S)
+            time.sleep(pause_s)
             start = time.perf_counter()
             runners[name](x)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 # --- the cache -------------------------------------------------------------------------------
