@@ -48,3 +48,19 @@ def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
     return model.eval()
+
+
+# One model per family at a small input (fewer classes where that makes it lighter): the cases
+# of the export and inference parity tests.
+ONE_PER_FAMILY = [
+    ("lenet5", (1, 32, 32), {}),
+    ("mlp", (1, 32, 32), {}),
+    ("alexnet", (3, 63, 63), {"num_classes": 10}),
+    ("vgg11_bn", (3, 32, 32), {"num_classes": 10}),
+    ("googlenet", (3, 32, 32), {"num_classes": 10, "aux_logits": True}),
+    ("resnet18", (3, 32, 32), {"num_classes": 10}),
+    ("densenet121", (3, 32, 32), {"num_classes": 10}),
+    ("mobilenet_v2", (3, 32, 32), {"num_classes": 10}),
+    ("mobilenet_v3_small", (3, 32, 32), {"num_classes": 10}),
+    ("efficientnet_b0", (3, 32, 32), {"num_classes": 10}),
+]

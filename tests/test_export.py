@@ -23,7 +23,7 @@ from cnnzoo import create_model, export
 from cnnzoo.errors import ExportError, InputSizeError, InvalidArgumentError, UnknownModelError
 from cnnzoo.export import export_model, onnx_session, read_metadata, run_onnx
 from cnnzoo.weights import Preprocessing
-from tests.conftest import randomise_bn
+from tests.conftest import ONE_PER_FAMILY, randomise_bn
 
 FORMATS = ("onnx", "torchscript")
 # torch.jit.load warns that torch.jit is deprecated (docs/export.md says why we still offer it).
@@ -46,18 +46,7 @@ def _assert_parity(got: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 # One model per family at a small input, with fewer classes where that makes the file smaller.
-CASES = [
-    ("lenet5", (1, 32, 32), {}),
-    ("mlp", (1, 32, 32), {}),
-    ("alexnet", (3, 63, 63), {"num_classes": 10}),
-    ("vgg11_bn", (3, 32, 32), {"num_classes": 10}),
-    ("googlenet", (3, 32, 32), {"num_classes": 10, "aux_logits": True}),
-    ("resnet18", (3, 32, 32), {"num_classes": 10}),
-    ("densenet121", (3, 32, 32), {"num_classes": 10}),
-    ("mobilenet_v2", (3, 32, 32), {"num_classes": 10}),
-    ("mobilenet_v3_small", (3, 32, 32), {"num_classes": 10}),
-    ("efficientnet_b0", (3, 32, 32), {"num_classes": 10}),
-]
+CASES = ONE_PER_FAMILY
 # Over 2 s on a quiet 2-core machine (ONNX export runs torch.export, decompositions and the
 # ONNX optimiser: 3-13 s for the deeper graphs; AlexNet's and VGG's files are 0.2-0.5 GB).
 SLOW = {(n, "onnx") for n, _, _ in CASES if n not in ("lenet5", "mlp")} | {

@@ -35,7 +35,7 @@ from cnnzoo.inference import (
     ort_session,
 )
 from cnnzoo.inference.backends import Built
-from tests.conftest import randomise_bn
+from tests.conftest import ONE_PER_FAMILY, randomise_bn
 
 FP32 = ("eager", "channels_last", "fused", "fused_channels_last", "onnxruntime")
 THREADS = 1
@@ -82,17 +82,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 
 # --- every fp32 backend, one model per family -------------------------------------------------
 
-CASES = [
-    ("lenet5", (1, 32, 32), {}),
-    ("mlp", (1, 32, 32), {}),
-    ("alexnet", (3, 63, 63), {"num_classes": 10}),
-    ("vgg11_bn", (3, 32, 32), {"num_classes": 10}),
-    ("googlenet", (3, 32, 32), {"num_classes": 10, "aux_logits": True}),
-    ("resnet18", (3, 32, 32), {"num_classes": 10}),
-    ("densenet121", (3, 32, 32), {"num_classes": 10}),
-    ("mobilenet_v2", (3, 32, 32), {"num_classes": 10}),
-    ("efficientnet_b0", (3, 32, 32), {"num_classes": 10}),
-]
+CASES = [case for case in ONE_PER_FAMILY if case[0] != "mobilenet_v3_small"]
 FAST = {"lenet5", "mlp", "resnet18"}  # the ONNX export of the others takes 3-14 s here
 BOTH = {"resnet18", "mobilenet_v2"}  # fused + channels_last, each tested alone everywhere
 # Their ONNX export alone takes 8-15 s here, and test_export.py checks the same files against
