@@ -6,8 +6,9 @@ densenet121, the peers are torchvision eager, torchvision with channels_last, an
 ``cnnzoo.inference.optimize(model, "auto")``. All five contenders of a model are timed in one
 run, in rounds in which each runs once, the order rotating from round to round; before every
 timed call the script sleeps PAUSE_S, because ONNX Runtime's default session keeps its worker
-threads spinning after a run, which was measured to slow the PyTorch call that follows by
-about 20% (our own ``onnxruntime`` backend turns spinning off instead). Figures are medians.
+threads spinning after a run, which was measured to make the PyTorch call that follows about
+twice as slow (our own ``onnxruntime`` backend stops its workers spinning as soon as a run
+returns instead). Figures are medians.
 
 Then: the best fp32 matmul rate of this machine (the maximum over torch.mm, NumPy and ONNX
 Runtime's MatMul on 2048² matrices) against resnet50's achieved GFLOP/s; ONNX Runtime int8

@@ -3,7 +3,8 @@
 For every (model, batch size) the backends are built once (:func:`cnnzoo.inference.optimize`),
 warmed up, then timed side by side: rounds in which each backend runs once, in an order that
 rotates from round to round, with a short pause before each timed call (ONNX Runtime's worker
-threads are told not to spin, and the pause lets one call's threads settle before the next).
+threads stop spinning when a run returns, and the pause lets one call's threads settle before
+the next).
 Latency is the median (p50) and 90th percentile of those calls; throughput is the batch size
 over the median.
 
@@ -158,7 +159,7 @@ def run_bench(
     result = BenchResult([], machine_info(threads))
     result.notes.append(
         f"{rounds} timed calls per row after {WARMUP} warm-up calls, interleaved across "
-        f"backends, {PAUSE_S * 1000:.0f} ms pause before each; ONNX Runtime threads do not spin"
+        f"backends, {PAUSE_S * 1000:.0f} ms pause before each; ONNX Runtime threads stop spinning after each run"
     )
     for name in models:
         size = sizes[name]
