@@ -159,7 +159,8 @@ def run_bench(
     result = BenchResult([], machine_info(threads))
     result.notes.append(
         f"{rounds} timed calls per row after {WARMUP} warm-up calls, interleaved across "
-        f"backends, {PAUSE_S * 1000:.0f} ms pause before each; ONNX Runtime threads stop spinning after each run"
+        f"backends, {PAUSE_S * 1000:.0f} ms pause before each; "
+        "ONNX Runtime threads stop spinning after each run"
     )
     for name in models:
         size = sizes[name]
