@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cnnzoo train --model lenet5 --dataset digits --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+# The comparison report's test opens the page in a real headless browser (Debian's chromium).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y --no-install-recommends chromium || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest --durations=15

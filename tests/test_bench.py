@@ -41,7 +41,7 @@ def test_rows_follow_from_the_timings_and_the_published_counts():
 def test_timing_interleaves_backends_in_rotating_order():
     calls: list[str] = []
     runners = {name: (lambda x, name=name: calls.append(name)) for name in "abc"}
-    times = bench._time(runners, None, rounds=3)
+    times = bench.time_runners(runners, None, rounds=3)
     timed = calls[3 * bench.WARMUP :]  # after the warm-up calls
     assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert all(len(t) == 3 for t in times.values())
@@ -50,13 +50,17 @@ def test_timing_interleaves_backends_in_rotating_order():
 def test_percentile_is_numpys():
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 7.0]
     for q in (0.5, 0.9, 0.0, 1.0):
-        assert bench._percentile(values, q) == pytest.approx(np.percentile(values, 100 * q))
+        assert bench.percentile(values, q) == pytest.approx(np.percentile(values, 100 * q))
 
 
 @pytest.mark.slow
 def test_memory_probe_sees_the_calls_grow_with_the_batch():
-    small_peak, small_calls = bench._memory("resnet20", "eager", 1, (3, 32, 32), 1)
-    big_peak, big_calls = bench._memory("resnet20", "eager", 256, (3, 32, 32), 1)
+    small_peak, small_calls = bench.memory_probe(
+        {"model": "resnet20", "size": [3, 32, 32]}, "eager", 1, 1
+    )
+    big_peak, big_calls = bench.memory_probe(
+        {"model": "resnet20", "size": [3, 32, 32]}, "eager", 256, 1
+    )
     assert small_peak > 100  # Python and torch alone are resident
     # 256 images: the first layer's output alone is 256·16·32·32·4 B = 16.8 MB
     assert big_calls > small_calls + 16 and big_peak > small_peak

@@ -175,19 +175,13 @@ def run_bench(
                             calibration=calibration)
                 for b in backends
             }  # fmt: skip
-            times = _time(runners, x, rounds)
+            times = time_runners(runners, x, rounds)
             for b in backends:
-                runner = runners[b]
-                p50 = statistics.median(times[b])
-                p90 = _percentile(times[b], 0.9)
-                row = BenchRow(
-                    model=name, backend=b, picked=runner.backend, batch=batch, input_size=size,
-                    p50_ms=1000 * p50, p90_ms=1000 * p90, throughput=batch / p50,
-                    params=params, macs=macs, gflops=2 * macs * batch / p50 / 1e9,
-                    setup_s=runner.setup_seconds, calls=len(times[b]),
-                )  # fmt: skip
+                row = make_row(name, b, runners[b], batch, size, times[b], params, macs)
                 if memory:
-                    row.peak_rss_mb, row.calls_rss_mb = _memory(name, b, batch, size, threads)
+                    row.peak_rss_mb, row.calls_rss_mb = memory_probe(
+                        {"model": name, "size": list(size)}, b, batch, threads
+                    )
                 result.rows.append(row)
                 if progress is not None:
                     progress(_row_line(row))
@@ -202,9 +196,11 @@ def _calibration(size: tuple[int, int, int]) -> torch.Tensor:
     return torch.stack([data.train[i][0] for i in range(64)])
 
 
-def _time(
+def time_runners(
     runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, rounds: int
 ) -> dict[str, list[float]]:
+    """Seconds of each of ``rounds`` calls per runner on ``x``, after :data:`WARMUP` calls each,
+    interleaved across runners with a :data:`PAUSE_S` pause before every timed call."""
     from cnnzoo.inference.auto import interleaved
 
     for runner in runners.values():
@@ -213,31 +209,58 @@ def _time(
     return interleaved(runners, x, rounds, PAUSE_S)
 
 
-def _percentile(values: list[float], q: float) -> float:
+def make_row(
+    name: str,
+    backend: str,
+    runner: Any,
+    batch: int,
+    size: tuple[int, int, int],
+    times: list[float],
+    params: int,
+    macs: int,
+) -> BenchRow:
+    """The row of one runner's timed calls (``times`` in seconds, one batch each)."""
+    p50 = statistics.median(times)
+    return BenchRow(
+        model=name, backend=backend, picked=runner.backend, batch=batch, input_size=size,
+        p50_ms=1000 * p50, p90_ms=1000 * percentile(times, 0.9), throughput=batch / p50,
+        params=params, macs=macs, gflops=2 * macs * batch / p50 / 1e9,
+        setup_s=runner.setup_seconds, calls=len(times),
+    )  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, interpolated linearly (as numpy's default)."""
     ordered = sorted(values)
-    position = q * (len(ordered) - 1)  # linear interpolation, as numpy's default
+    position = q * (len(ordered) - 1)
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _memory(
-    name: str, backend: str, batch: int, size: tuple[int, int, int], threads: int
+def memory_probe(
+    source: dict[str, Any], backend: str, batch: int, threads: int
 ) -> tuple[float, float]:
-    """(peak resident MB while running, MB of it the calls add) from a child process."""
-    args = json.dumps([name, backend, batch, list(size), threads])
+    """(peak resident MB while running, MB of it the calls add), from a child process.
+
+    ``source`` is ``{"model": name, "size": [c, h, w]}`` (random weights, seeded as
+    :func:`run_bench` makes them) or ``{"weights": path}`` (a weights file at the size it
+    records).
+    """
+    args = json.dumps({"source": source, "backend": backend, "batch": batch, "threads": threads})
     code = f"from cnnzoo.bench import _probe_main; _probe_main({args!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise RuntimeError(f"memory probe of {name}/{backend} failed: {last}")
+        what = source.get("model") or source.get("weights")
+        raise RuntimeError(f"memory probe of {what}/{backend} failed: {last}")
     peak, before = json.loads(done.stdout.strip().splitlines()[-1])
     return peak, peak - before
 
 
 def _probe_main(args: str) -> None:
-    """The child of :func:`_memory`: the row's build (seeded alike), then its peak resident
-    memory over a few calls, printed as JSON ``[peak MB, resident MB before the calls]``.
+    """The child of :func:`memory_probe`: the row's build, then its peak resident memory over a
+    few calls, printed as JSON ``[peak MB, resident MB before the calls]``.
 
     Linux resets the peak (``VmHWM``) on writing 5 to ``/proc/self/clear_refs``, so the peak is
     that of the calls alone, not of the setup (an ONNX export or a compile needs more memory
@@ -245,11 +268,18 @@ def _probe_main(args: str) -> None:
     """
     from cnnzoo.inference import optimize
 
-    name, backend, batch, size, threads = json.loads(args)
+    job = json.loads(args)
+    source, backend, batch, threads = job["source"], job["backend"], job["batch"], job["threads"]
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = create_model(name).eval()
-    size = tuple(size)
+    if "weights" in source:
+        from cnnzoo.weights import load_weights
+
+        model, report = load_weights(None, source["weights"])
+        name, size = report.model, tuple(model.pretrained_cfg.input_size)
+    else:
+        torch.manual_seed(0)
+        name, size = source["model"], tuple(source["size"])
+        model = create_model(name).eval()
     x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
     calibration = _calibration(size) if backend == "int8" else None
     runner = optimize(
@@ -261,8 +291,7 @@ def _probe_main(args: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")
     for _ in range(PROBE_CALLS):
         runner(x)
-    peak = _status_mb("VmHWM")
-    print(json.dumps([peak, before]))
+    print(json.dumps([_status_mb("VmHWM"), before]))
 
 
 def _status_mb(field_name: str) -> float:

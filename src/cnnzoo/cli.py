@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
 
+from cnnzoo.compare.cli import add_parser as add_compare
 from cnnzoo.errors import CnnzooError, InvalidArgumentError
+from cnnzoo.progress import EpochProgress
 
 
 def _human(n: float) -> str:
@@ -145,46 +146,6 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
-class _TrainReporter:
-    """Progress for `cnnzoo train`: a bar per epoch on a terminal, plain lines elsewhere, and
-    nothing but errors with --quiet."""
-
-    def __init__(self, console: Console, quiet: bool) -> None:
-        self.console, self.quiet = console, quiet
-        self.live = console.is_terminal and not quiet
-        self.progress = None
-
-    def log(self, text: str) -> None:
-        if not self.quiet:
-            self.console.print(text, highlight=False, markup=False)
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if not self.live:
-            return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(),
-            TextColumn("{task.fields[speed]:>7.0f} img/s  loss {task.fields[loss]:.4f}"),
-            TimeElapsedColumn(), console=self.console, transient=True,
-        )  # fmt: skip
-        self.task = self.progress.add_task("train", total=steps, speed=0.0, loss=float("nan"))
-        self.seen, self.start = 0, time.perf_counter()
-        self.progress.start()
-
-    def step(self, images: int, loss: float) -> None:
-        if self.progress is None:
-            return
-        self.seen += images
-        speed = self.seen / max(time.perf_counter() - self.start, 1e-9)
-        self.progress.update(self.task, advance=1, speed=speed, loss=loss)
-
-    def end_epoch(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from dataclasses import fields
 
@@ -197,7 +158,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
         if value is not None:
             options[f.name] = value
     config = TrainConfig(**options)
-    result = fit(config, argv=sys.argv, reporter=_TrainReporter(console, config.quiet))
+    result = fit(config, argv=sys.argv, reporter=EpochProgress(console, config.quiet))
     if result.main_process and not config.quiet:
         final = result.final
         console.print(
@@ -591,11 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_inference(sub)
     _add_bench(sub)
+    add_compare(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as typed, for what records it (compare's report)
     # Off a terminal (a pipe, a file, CI logs) rich would wrap tables at 80 columns.
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:

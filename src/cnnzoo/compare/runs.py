@@ -1,0 +1,299 @@
+"""One training run per model and seed, through the trainer, reused or resumed when it exists.
+
+Each run is ``out/runs/<model>/`` (``.../seed<k>/`` with several seeds), written by
+:func:`cnnzoo.training.trainer.fit`. A run whose ``model.safetensors`` exists and whose
+``metrics.jsonl`` has every epoch of its ``config.json`` is finished and is not touched again; a
+run with a checkpoint continues with ``resume=True`` (the trainer's exact resume); anything else
+starts afresh. A run made with other settings (image size, seed, budget...) is refused rather
+than mixed in.
+
+A time budget (``budget_seconds``) plans the epochs from a short timing of a few training steps,
+so that the learning-rate schedule runs to its end within the budget, and stops after the epoch
+whose training time crosses the budget in case the estimate was short. The trainer has no stop
+hook, so the stop is an exception raised by the run's reporter at the start of the next epoch
+(the finished epoch's checkpoint is on disk by then), and a second ``fit`` with ``epochs`` set to
+the epochs trained and ``resume=True`` writes the weights, plots and confusion matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan, train_options
+from cnnzoo.compare.reporter import CompareReporter
+from cnnzoo.data import DataBundle
+from cnnzoo.errors import CheckpointError
+from cnnzoo.fileio import atomic_write_text
+from cnnzoo.registry import create_model, get_spec
+from cnnzoo.training.config import TrainConfig
+from cnnzoo.training.trainer import Reporter, fit
+
+MARKER = "compare.json"  # the comparison's own record beside the trainer's files
+CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "last.pt"
+WEIGHTS = "model.safetensors"
+# Fields of the trainer's config.json that must agree for a run to be reused.
+MUST_MATCH = ("model", "dataset", "image_size", "seed", "batch_size", "lr")
+
+
+@dataclass
+class RunRecord:
+    """One finished run.
+
+    Attributes:
+        model, seed: what was trained.
+        out: the run's folder.
+        image_size: the side it trained at.
+        history: ``metrics.jsonl`` (one dict per epoch, as the trainer wrote it).
+        planned_epochs: the epochs its schedule was planned over.
+        status: ``"trained"``, ``"resumed"`` or ``"reused"`` (finished before this call).
+        stopped_by_budget: the budget ended it before ``planned_epochs``.
+    """
+
+    model: str
+    seed: int
+    out: Path
+    image_size: int
+    history: list[dict[str, Any]]
+    planned_epochs: int
+    status: str
+    stopped_by_budget: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def top1(self) -> float:
+        """Final validation top-1 in percent (the weights in ``model.safetensors``)."""
+        return 100 * self.history[-1]["val_acc"]
+
+    @property
+    def top5(self) -> float | None:
+        top5 = self.history[-1].get("val_top5")
+        return None if top5 is None else 100 * top5
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time as the trainer measured it (the epochs' training passes, without
+        validation and checkpoints)."""
+        return sum(h["seconds"] for h in self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "seed": self.seed,
+            "out": str(self.out),
+            "image_size": self.image_size,
+            "epochs": self.epochs,
+            "planned_epochs": self.planned_epochs,
+            "status": self.status,
+            "stopped_by_budget": self.stopped_by_budget,
+            "top1_pct": self.top1,
+            "top5_pct": self.top5,
+            "train_seconds": self.train_seconds,
+        }
+
+
+class _BudgetSpent(Exception):
+    """Raised by :class:`_RunReporter` to end a run whose training time crossed its budget."""
+
+
+class _RunReporter(Reporter):
+    """Passes the trainer's calls on, and keeps the training time for the budget."""
+
+    def __init__(self, outer: CompareReporter, budget: float | None, spent: float) -> None:
+        self.outer, self.budget, self.spent = outer, budget, spent
+        self.started = 0.0
+
+    def log(self, text: str) -> None:
+        self.outer.log(text)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.budget is not None and self.spent >= self.budget:
+            raise _BudgetSpent
+        self.started = time.perf_counter()
+        self.outer.start_epoch(epoch, epochs, steps)
+
+    def step(self, images: int, loss: float) -> None:
+        self.outer.step(images, loss)
+
+    def end_epoch(self) -> None:
+        self.spent += time.perf_counter() - self.started
+        self.outer.end_epoch()
+
+
+def read_history(folder: Path) -> list[dict[str, Any]]:
+    path = folder / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def is_finished(folder: Path) -> bool:
+    """Whether the trainer finished the run in ``folder``: weights written and every epoch of
+    its config in the metrics."""
+    if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
+        return False
+    epochs = json.loads((folder / CONFIG).read_text())["config"]["epochs"]
+    return len(read_history(folder)) == epochs
+
+
+def train_run(
+    plan: Plan, model: str, seed: int, reporter: CompareReporter, data: DataBundle
+) -> RunRecord:
+    """Train (or reuse, or resume) the run of ``model`` with ``seed``.
+
+    Args:
+        plan: the comparison's settings.
+        model: registry name.
+        seed: the run's seed.
+        reporter: gets the trainer's progress calls.
+        data: the dataset at its native size (its classes, channels and training images plan
+            a time budget's epochs).
+
+    Raises:
+        CheckpointError: the folder holds a run made with other settings.
+        CnnzooError: whatever the trainer raises (bad data, divergence...).
+    """
+    out = plan.run_dir(model, seed)
+    size = plan.sizes[model]
+    marker = _check_existing(plan, model, seed, out)
+    config = TrainConfig(
+        model=model,
+        dataset=plan.dataset,
+        data_root=plan.data_root,
+        epochs=1,
+        batch_size=plan.batch_size,
+        lr=plan.lrs[model],
+        image_size=size,
+        seed=seed,
+        device=plan.device,
+        out=str(out),
+        quiet=True,
+    )
+    if is_finished(out):
+        history = read_history(out)
+        return RunRecord(
+            model, seed, out, size, history, marker["planned_epochs"], "reused",
+            stopped_by_budget=len(history) < marker["planned_epochs"],
+        )  # fmt: skip
+    if marker is None:
+        planned = plan.epochs or _budget_epochs(config, plan.budget_seconds, data)
+        marker = {
+            "epochs": plan.epochs,
+            "budget_seconds": plan.budget_seconds,
+            "planned_epochs": planned,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / MARKER, json.dumps(marker, indent=1) + "\n")
+    planned = marker["planned_epochs"]
+    resume = (out / CHECKPOINT).is_file()
+    history = read_history(out) if resume else []
+    run_reporter = _RunReporter(reporter, plan.budget_seconds, sum(h["seconds"] for h in history))
+    config = replace(config, epochs=planned, resume=resume)
+    command = _train_command(config)
+    stopped = False
+    try:
+        fit(config, argv=command, reporter=run_reporter)
+    except _BudgetSpent:
+        # The budget ran out before the planned epochs: finish the run at the epochs trained
+        # (the trainer writes the weights, curves and confusion matrix; nothing trains).
+        stopped = True
+        trained = len(read_history(out))
+        fit(replace(config, epochs=trained, resume=True), argv=command, reporter=Reporter())
+    return RunRecord(
+        model, seed, out, size, read_history(out), planned, "resumed" if resume else "trained",
+        stopped_by_budget=stopped,
+    )  # fmt: skip
+
+
+def _train_command(config: TrainConfig) -> list[str]:
+    """The ``cnnzoo train`` command that makes the same run (for config.json and the report)."""
+    command = [
+        "cnnzoo", "train", "--model", config.model, "--dataset", config.dataset,
+        "--image-size", str(config.image_size), "--epochs", str(config.epochs),
+        "--batch-size", str(config.batch_size), "--lr", f"{config.lr:g}", "--seed",
+        str(config.seed), "--out", config.out,
+    ]  # fmt: skip
+    if config.data_root:
+        command += ["--data-root", config.data_root]
+    return command
+
+
+def _check_existing(plan: Plan, model: str, seed: int, out: Path) -> dict[str, Any] | None:
+    """The run's marker if ``out`` holds a run of this comparison's settings, ``None`` if it
+    holds none; raise if it holds another."""
+    marker_path, config_path = out / MARKER, out / CONFIG
+    if not marker_path.is_file():
+        if (out / CHECKPOINT).is_file() or (out / WEIGHTS).is_file():
+            raise CheckpointError(
+                f"{out} holds a run that this comparison did not make: use another --out, or "
+                "move that folder away."
+            )
+        return None
+    marker = json.loads(marker_path.read_text())
+    wanted = {"epochs": plan.epochs, "budget_seconds": plan.budget_seconds}
+    for key, value in wanted.items():
+        if marker.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise CheckpointError(
+                f"{out} holds a run made with {flag} {marker.get(key)}, not {value}: use the "
+                "same options to continue it, another --out, or move that folder away."
+            )
+    if config_path.is_file():
+        previous = json.loads(config_path.read_text())["config"]
+        now = {
+            "model": model, "dataset": plan.dataset, "image_size": plan.sizes[model],
+            "seed": seed, "batch_size": plan.batch_size, "lr": plan.lrs[model],
+        }  # fmt: skip
+        for key in MUST_MATCH:
+            if previous.get(key) != now[key]:
+                raise CheckpointError(
+                    f"{out} holds a run with {key.replace('_', ' ')} {previous.get(key)}, not "
+                    f"{now[key]}: use the same options to continue it, another --out, or move "
+                    "that folder away."
+                )
+    return marker
+
+
+def _budget_epochs(config: TrainConfig, budget: float | None, data: DataBundle) -> int:
+    """Epochs that fit ``budget`` seconds, from the median time of a few training steps of the
+    model on random images of the run's shape (the data pipeline and the epoch's bookkeeping
+    add ~10%, allowed for), between 1 and :data:`MAX_BUDGET_EPOCHS`."""
+    assert budget is not None
+    from cnnzoo.training.optim import build_optimizer
+    from cnnzoo.training.trainer import resolve_device
+
+    spec = get_spec(config.model)
+    device = resolve_device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    net = create_model(
+        config.model, num_classes=data.num_classes, in_chans=data.in_chans, **train_options(spec)
+    ).to(device)
+    optimizer = build_optimizer(net, config.optimizer, lr=config.lr, weight_decay=0.0)
+    shape = (config.batch_size, data.in_chans, config.image_size, config.image_size)
+    x = torch.randn(shape, generator=generator).to(device)
+    y = torch.randint(data.num_classes, (config.batch_size,), generator=generator).to(device)
+    times = []
+    net.train()
+    for _ in range(4):
+        start = time.perf_counter()
+        out = net(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    steps = -(-len(data.train) // config.batch_size)
+    epoch_s = 1.1 * statistics.median(times[1:]) * steps  # the first step warms caches up
+    return max(1, min(MAX_BUDGET_EPOCHS, int(budget // epoch_s)))
