@@ -16,9 +16,11 @@ docs/export.md says how to run the files and why these choices.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
+import math
 import os
 import time
 import warnings
@@ -43,6 +45,12 @@ ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 METADATA_FILE = "cnnzoo.json"  # the TorchScript extra file holding the metadata
 RTOL = 1e-4  # different engines: 1e-4 · max(1, max |y|) and the same top-1 (DESIGN.md §4)
+# ... unless the model's own fp32 forward is further than that from exact arithmetic. Two fp32
+# evaluations each within e of the exact value differ by up to 2e; 4e still rejects an engine
+# more than 3× less exact than eager. (A trained network with near-zero BatchNorm variances can
+# amplify rounding 300-fold on inputs unlike its data: eager itself then misses float64 by
+# 1e-3 of max |y|, and so does every other correct engine.)
+ROUNDING_FACTOR = 4
 EXPORT_BATCH = 2  # torch.export specialises sizes 0 and 1: a batch of 1 would fix the axis
 CHECK_BATCHES = (1, 3)  # both differ from EXPORT_BATCH, so they prove the batch axis is free
 
@@ -55,8 +63,11 @@ class ParityCheck:
         name: what was fed (``"random"`` or ``"real images"``).
         batch: the batch size.
         max_abs_diff: largest absolute difference between the two outputs.
-        tolerance: ``1e-4 · max(1, max |y|)``, ``y`` the eager output.
+        tolerance: ``1e-4 · max(1, max |y|)``, ``y`` the eager output, or
+            ``ROUNDING_FACTOR × rounding_error`` where that is larger.
         top1_agreement: fraction of rows whose top-1 class is the same in both.
+        rounding_error: how far the eager fp32 output is from the model run in float64
+            (measured only when the difference exceeds the first tolerance; else ``None``).
     """
 
     name: str
@@ -64,6 +75,7 @@ class ParityCheck:
     max_abs_diff: float
     tolerance: float
     top1_agreement: float
+    rounding_error: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -71,10 +83,49 @@ class ParityCheck:
 
     def line(self) -> str:
         agree = round(self.top1_agreement * self.batch)
+        rounding = ""
+        if self.rounding_error is not None:
+            rounding = f", eager's own fp32 rounding error {self.rounding_error:.2e}"
         return (
             f"{self.name}, batch {self.batch}: max |Δ| {self.max_abs_diff:.2e} (tolerance "
-            f"{self.tolerance:.2e}), top-1 {agree}/{self.batch} agree"
+            f"{self.tolerance:.2e}{rounding}), top-1 {agree}/{self.batch} agree"
         )
+
+
+def compare_outputs(
+    name: str, model: nn.Module, x: torch.Tensor, want: torch.Tensor, got: Any
+) -> ParityCheck:
+    """Check ``got`` (another engine's output on ``x``) against ``want`` (``model(x)`` in
+    fp32, eager): max |Δ| within ``1e-4 · max(1, max |want|)`` and the same top-1 (DESIGN.md
+    §4); a wrong shape fails. Where the difference exceeds that, the model's own rounding error
+    (``want`` against ``model`` in float64) is measured, and the tolerance becomes
+    ``ROUNDING_FACTOR`` times it if that is larger: an engine is not blamed for differing from
+    eager by what eager itself misses exact arithmetic by."""
+    want = want.detach().float().cpu()
+    tolerance = RTOL * max(1.0, want.abs().max().item())
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+        return ParityCheck(name, len(want), float("inf"), tolerance, 0.0)
+    got = got.detach().float().cpu()
+    check = ParityCheck(
+        name,
+        len(want),
+        (got - want).abs().max().item(),
+        tolerance,
+        (got.argmax(1) == want.argmax(1)).float().mean().item(),
+    )
+    if check.max_abs_diff > tolerance and math.isfinite(check.max_abs_diff):
+        check.rounding_error = fp32_rounding_error(model, x, want)
+        check.tolerance = max(tolerance, ROUNDING_FACTOR * check.rounding_error)
+    return check
+
+
+def fp32_rounding_error(model: nn.Module, x: torch.Tensor, want: torch.Tensor) -> float:
+    """max |want − model(x) in float64|: how far the model's fp32 output ``want`` is from exact
+    arithmetic (a float64 copy of the model, the user's left as it is)."""
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        reference = exact(x.detach().to(_device(model), torch.float64))
+    return (want.double() - reference.detach().cpu()).abs().max().item()
 
 
 @dataclass
@@ -393,14 +444,7 @@ def _parity_checks(
                 f"{where}: the file returned {shape}, the model {tuple(want.shape)}; "
                 f"{report.path} was left as it was."
             )
-        got = got.float().cpu()
-        check = ParityCheck(
-            label,
-            len(x),
-            (got - want).abs().max().item(),
-            RTOL * max(1.0, want.abs().max().item()),
-            (got.argmax(1) == want.argmax(1)).float().mean().item(),
-        )
+        check = compare_outputs(label, model, x, want, got)
         checks.append(check)
         if not check.passed:
             raise ExportError(

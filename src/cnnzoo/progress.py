@@ -1,18 +1,37 @@
-"""Training progress on the console, for ``cnnzoo train`` and ``cnnzoo compare``: a bar per epoch
-on a terminal, plain lines elsewhere (logs, pipes, CI), nothing but errors when quiet.
+"""What a training run tells its user as it goes.
 
-It implements the trainer's reporter protocol (:class:`cnnzoo.training.trainer.Reporter`:
-``log``, ``start_epoch``, ``step``, ``end_epoch``); the trainer itself stays free of any console.
+:class:`Reporter` is the protocol the trainer calls (``log``, ``start_epoch``, ``step``,
+``end_epoch``) and says nothing; :class:`EpochProgress` is the console's, for ``cnnzoo train``
+and ``cnnzoo compare``: a bar per epoch on a terminal, plain lines elsewhere (logs, pipes, CI),
+nothing but errors when quiet. The trainer itself stays free of any console.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
-class EpochProgress:
+class Reporter:
+    """What a run tells its user as it goes. This one says nothing."""
+
+    def log(self, text: str) -> None:
+        pass
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, images: int, loss: float) -> None:
+        pass
+
+    def end_epoch(self) -> None:
+        pass
+
+
+class EpochProgress(Reporter):
     """The trainer's reporter on ``console``.
 
     Attributes:

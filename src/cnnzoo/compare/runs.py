@@ -31,9 +31,10 @@ from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.data import DataBundle
 from cnnzoo.errors import CheckpointError
 from cnnzoo.fileio import atomic_write_text
+from cnnzoo.progress import Reporter
 from cnnzoo.registry import create_model, get_spec
 from cnnzoo.training.config import TrainConfig
-from cnnzoo.training.trainer import Reporter, fit
+from cnnzoo.training.trainer import fit
 
 MARKER = "compare.json"  # the comparison's own record beside the trainer's files
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "last.pt"

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import ExportError, InvalidArgumentError
+from cnnzoo.export import compare_outputs
 from cnnzoo.inference import auto
 from cnnzoo.inference.backends import (
     CUDA_DTYPES,
@@ -43,7 +44,6 @@ from cnnzoo.inference.runner import (
     agreement,
     check_images,
     check_threads,
-    parity,
     torch_threads,
 )
 from cnnzoo.registry import get_spec
@@ -190,7 +190,7 @@ def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | N
     )
     got = runner(ctx.example)
     if built.exact:
-        runner.check = parity(name, want, got)
+        runner.check = compare_outputs(name, ctx.model, ctx.example, want, got)
         if not runner.check.passed:
             raise ExportError(
                 f"backend {name!r} does not compute what {ctx.name} computes on the example "

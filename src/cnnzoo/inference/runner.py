@@ -1,5 +1,6 @@
 """What :func:`cnnzoo.inference.optimize` returns (:class:`Runner`), and the checks every backend
-shares: arguments, the parity check against eager, top-1 agreement, the thread count."""
+shares: arguments, top-1 agreement, the thread count. (The parity check against eager is
+:func:`cnnzoo.export.compare_outputs`, shared with the export's own checks.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.export import RTOL, ParityCheck
+from cnnzoo.export import ParityCheck
 
 
 @dataclass
@@ -148,19 +149,6 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 # --- comparing outputs -----------------------------------------------------------------------
-
-
-def parity(name: str, want: torch.Tensor, got: Any) -> ParityCheck:
-    """Compare ``got`` with the eager output ``want`` under the engines' tolerance
-    ``1e-4 · max(1, max |want|)`` and same top-1 (DESIGN.md §4); a wrong shape fails."""
-    want = want.detach().float().cpu()
-    tolerance = RTOL * max(1.0, want.abs().max().item())
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-        return ParityCheck(name, len(want), float("inf"), tolerance, 0.0)
-    got = got.detach().float().cpu()
-    diff = (got - want).abs().max().item()
-    top1 = (got.argmax(1) == want.argmax(1)).float().mean().item()
-    return ParityCheck(name, len(want), diff, tolerance, top1)
 
 
 def agreement(

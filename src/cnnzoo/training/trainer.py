@@ -26,6 +26,7 @@ import cnnzoo
 from cnnzoo.data import DataBundle, load_dataset, make_loader
 from cnnzoo.errors import CheckpointError, InvalidArgumentError
 from cnnzoo.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from cnnzoo.progress import Reporter
 from cnnzoo.registry import create_model, get_spec
 from cnnzoo.training import checkpoint, distributed
 from cnnzoo.training.config import TrainConfig
@@ -35,23 +36,6 @@ from cnnzoo.training.optim import build_optimizer, build_scheduler
 # Native image side of the built-in and standard datasets; an image folder has none.
 NATIVE_SIZES = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
 LAST, BEST, WEIGHTS = "last.pt", "best.pt", "model.safetensors"
-
-
-class Reporter:
-    """What a run tells its user as it goes. The default says nothing; the CLI passes one that
-    draws a progress bar on a terminal and prints plain lines elsewhere."""
-
-    def log(self, text: str) -> None:
-        pass
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self, images: int, loss: float) -> None:
-        pass
-
-    def end_epoch(self) -> None:
-        pass
 
 
 @dataclass
