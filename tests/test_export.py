@@ -268,18 +268,28 @@ def test_the_tolerance_widens_to_the_models_own_rounding_error():
     assert export.fp32_rounding_error(model, x, want) == pytest.approx(error)
     # Another engine as far from eager as eager is from exact passes (a shift keeps the top-1);
     # one more than ROUNDING_FACTOR times that fails.
-    ok = export.compare_outputs("random", model, x, want, want + 3 * error)
+    measured = []
+
+    def rounding() -> float:
+        measured.append(1)
+        return export.fp32_rounding_error(model, x, want)
+
+    ok = export.compare_outputs("random", want, want + 3 * error, rounding)
     assert ok.passed and ok.tolerance == pytest.approx(4 * error)
     assert ok.rounding_error == pytest.approx(error) and "own fp32 rounding error" in ok.line()
-    assert not export.compare_outputs("random", model, x, want, want + 5 * error).passed
+    assert not export.compare_outputs("random", want, want + 5 * error, rounding).passed
     # A well-conditioned model keeps the plain tolerance: the same shift fails there.
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
     with torch.no_grad():
         y = plain(x)
-    check = export.compare_outputs("random", plain, x, y, y + 3 * error)
+    check = export.compare_outputs(
+        "random", y, y + 3 * error, lambda: export.fp32_rounding_error(plain, x, y)
+    )
     assert not check.passed and check.tolerance == 1e-4 * max(1.0, y.abs().max().item())
     # Within the plain tolerance nothing is measured.
-    assert export.compare_outputs("random", plain, x, y, y).rounding_error is None
+    measured.clear()
+    assert export.compare_outputs("random", want, want, rounding).rounding_error is None
+    assert measured == []
 
 
 def test_a_file_that_does_not_run_leaves_the_existing_file(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -93,14 +94,14 @@ class ParityCheck:
 
 
 def compare_outputs(
-    name: str, model: nn.Module, x: torch.Tensor, want: torch.Tensor, got: Any
+    name: str, want: torch.Tensor, got: Any, rounding_error: Callable[[], float]
 ) -> ParityCheck:
-    """Check ``got`` (another engine's output on ``x``) against ``want`` (``model(x)`` in
-    fp32, eager): max |Δ| within ``1e-4 · max(1, max |want|)`` and the same top-1 (DESIGN.md
-    §4); a wrong shape fails. Where the difference exceeds that, the model's own rounding error
-    (``want`` against ``model`` in float64) is measured, and the tolerance becomes
-    ``ROUNDING_FACTOR`` times it if that is larger: an engine is not blamed for differing from
-    eager by what eager itself misses exact arithmetic by."""
+    """Check ``got`` (another engine's output) against ``want`` (the model's, fp32, eager):
+    max |Δ| within ``1e-4 · max(1, max |want|)`` and the same top-1 (DESIGN.md §4); a wrong
+    shape fails. Where the difference exceeds that, ``rounding_error()`` is asked how far
+    ``want`` is from exact arithmetic (:func:`fp32_rounding_error`), and the tolerance becomes
+    ``ROUNDING_FACTOR`` times that if it is larger: an engine is not blamed for differing from
+    eager by what eager itself misses the exact value by."""
     want = want.detach().float().cpu()
     tolerance = RTOL * max(1.0, want.abs().max().item())
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
@@ -114,7 +115,7 @@ def compare_outputs(
         (got.argmax(1) == want.argmax(1)).float().mean().item(),
     )
     if check.max_abs_diff > tolerance and math.isfinite(check.max_abs_diff):
-        check.rounding_error = fp32_rounding_error(model, x, want)
+        check.rounding_error = rounding_error()
         check.tolerance = max(tolerance, ROUNDING_FACTOR * check.rounding_error)
     return check
 
@@ -444,7 +445,8 @@ def _parity_checks(
                 f"{where}: the file returned {shape}, the model {tuple(want.shape)}; "
                 f"{report.path} was left as it was."
             )
-        check = compare_outputs(label, model, x, want, got)
+        exact = functools.partial(fp32_rounding_error, model, x, want)
+        check = compare_outputs(label, want, got, exact)
         checks.append(check)
         if not check.passed:
             raise ExportError(

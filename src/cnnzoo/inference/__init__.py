@@ -190,7 +190,7 @@ def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | N
     )
     got = runner(ctx.example)
     if built.exact:
-        runner.check = compare_outputs(name, ctx.model, ctx.example, want, got)
+        runner.check = compare_outputs(name, want, got, lambda: ctx.rounding_error(want))
         if not runner.check.passed:
             raise ExportError(
                 f"backend {name!r} does not compute what {ctx.name} computes on the example "

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.export import fp32_rounding_error
 from cnnzoo.inference.fold import fold_batchnorm
 
 CUDA_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,6 +45,13 @@ class Context:
     calibration: torch.Tensor | None = None
     cuda_dtype: str = "bf16"
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def rounding_error(self, want: torch.Tensor) -> float:
+        """How far the eager output ``want`` on the example is from float64 arithmetic
+        (:func:`cnnzoo.export.fp32_rounding_error`), measured once for all candidates."""
+        if "rounding" not in self._memo:
+            self._memo["rounding"] = fp32_rounding_error(self.model, self.example, want)
+        return self._memo["rounding"]
 
     def folded(self) -> tuple[nn.Module, list[tuple[str, str]]]:
         """The model with BatchNorm folded (traced once, shared by both fused backends)."""
