@@ -129,6 +129,9 @@ def test_comparison_writes_every_file_with_the_trainers_analyzers_and_benchs_val
             assert row["params"] == reference["lenet5"]["params"]
             assert row["macs"] == reference["lenet5"]["macs"]
         assert row["top1_pct_per_mparams"] == pytest.approx(row["top1_pct"] / (row["params"] / 1e6))
+        # The file a deployment ships: its size on disk, about 4 bytes a parameter (fp32).
+        size = (folder / "model.safetensors").stat().st_size
+        assert row["weights_mb"] == size / 1e6 and 4 * row["params"] < size
         # The benchmark rows of the same weights.
         b1, b32 = bench[(name, 1)], bench[(name, 32)]
         assert (b1["params"], b1["macs"]) == (row["params"], row["macs"])
@@ -240,6 +243,12 @@ def _parse_human(label: str) -> float:
     return float(label[:-1]) * scale[label[-1]] if label[-1] in scale else float(label)
 
 
+def test_axis_labels_name_the_input_sides():
+    assert charts.sides_text({"a": 32, "b": 32}) == "32×32"
+    assert charts.sides_text({"lenet5": 32, "alexnet": 63, "vgg": 32}) == "32×32 (alexnet 63×63)"
+    assert charts.sides_text({"x": 16, "y": 32}) == "16×16 (y 32×32)"  # a tie: the smaller side
+
+
 def test_size_legend_spans_the_models():
     assert [v for v, _ in charts.size_legend([61_706, 128_000_000], 1.0)] == [
         "100K", "1M", "10M", "100M",
@@ -270,6 +279,7 @@ def test_rows_average_seeds_and_csv_by_hand(tmp_path):
         return RunRecord("m", seed, tmp_path, 16, history, 2, "trained")
 
     records = [record(0, 0.97, 0.99, [1.0, 2.0]), record(1, 0.99, 1.0, [2.0, 3.0])]
+    (tmp_path / "model.safetensors").write_bytes(bytes(1_500_000))
     bench = [
         BenchRow("m", "auto", "fused", 1, (1, 16, 16), 2.0, 3.0, 500.0, 2_000_000, 7_000_000,
                  0.0, 0.1, 3),
@@ -295,7 +305,8 @@ def test_rows_average_seeds_and_csv_by_hand(tmp_path):
     )
     lines = rows_to_csv([row]).splitlines()
     assert lines[0].split(",")[:3] == ["model", "image_size", "seeds"]
-    assert lines[1].startswith("m,16,0;1,2;2,2000000,7000000,98.0,")
+    assert row.weights_mb == 1.5
+    assert lines[1].startswith("m,16,0;1,2;2,2000000,7000000,1.5,98.0,")
 
 
 def test_degradation_verdict_by_hand(tmp_path):

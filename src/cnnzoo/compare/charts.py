@@ -85,6 +85,17 @@ def three_digits(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def sides_text(sizes: Mapping[str, int]) -> str:
+    """The input sides of a chart's models for its axis label: ``"32×32"`` when they share one,
+    else the most common and the exceptions, ``"32×32 (alexnet 63×63)"``."""
+    counts: dict[int, int] = {}
+    for side in sizes.values():
+        counts[side] = counts.get(side, 0) + 1
+    common = max(counts, key=lambda s: (counts[s], -s))
+    others = [f"{m} {s}×{s}" for m, s in sizes.items() if s != common]
+    return f"{common}×{common}" + (f" ({', '.join(others)})" if others else "")
+
+
 def size_legend(params: Sequence[int], scale: float) -> list[tuple[str, float]]:
     """Parameter counts for the size legend, with their areas at ``scale`` points² per
     parameter: the powers of ten between the smallest and the largest model (the largest four),

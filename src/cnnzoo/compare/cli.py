@@ -84,8 +84,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         return 0
     if result.rows:
         table = Table(title=f"cnnzoo compare on {args.dataset} (report: {result.out}/report.html)")
-        for col in ("model", "side", "params", "MACs", "top-1 %", "train s", "p50 ms b1",
-                    "img/s b32", "peak MB", "top-1/M params"):  # fmt: skip
+        for col in ("model", "side", "params", "MACs", "weights MB", "top-1 %", "train s",
+                    "p50 ms b1", "img/s b32", "peak MB", "top-1/M params"):  # fmt: skip
             table.add_column(col, justify="left" if col == "model" else "right")
         for r in result.rows:
             top1 = f"{r.top1_pct:.2f}" + (
@@ -93,7 +93,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             )
             peak = "" if r.peak_rss_mb_b32 is None else f"{r.peak_rss_mb_b32:.0f}"
             table.add_row(
-                r.model, str(r.image_size), f"{r.params:,}", human(r.macs), top1,
+                r.model, str(r.image_size), f"{r.params:,}", human(r.macs),
+                f"{r.weights_mb:.3g}", top1,
                 f"{r.train_seconds:.1f}", f"{r.latency_p50_ms_b1:.2f}",
                 f"{r.throughput_img_s_b32:.1f}", peak, three_digits(r.top1_pct_per_mparams),
             )  # fmt: skip

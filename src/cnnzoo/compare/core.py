@@ -222,14 +222,19 @@ def _draw(
     ref_rows, missing = chart_rows(plan.models) if plan.reference else ([], [])
     scale = charts.MAX_AREA / max(r["params"] for r in dicts + ref_rows)
     title = f"{plan.dataset}: top-1 vs multiply-adds (ball area ∝ parameters)"
-    chart = charts.ball_chart_data(dicts, scale=scale, title=title)
+    # The input side on the axes: MACs and speed depend on it (PITFALLS.md 15).
+    sides = charts.sides_text(plan.sizes)
+    chart = charts.ball_chart_data(
+        dicts, scale=scale, title=title,
+        xlabel=f"multiply-adds per image at {sides} (conv + linear MACs, log scale)",
+    )  # fmt: skip
     paths = [out / "accuracy_vs_macs.png", out / "accuracy_vs_macs.svg"]
     colors = charts.palette(plan.models)
     charts.draw_ball_chart(chart, paths, colors=colors)
     chart = charts.ball_chart_data(
         dicts, x_key="throughput_img_s_b32", maximize_x=True, scale=scale,
         title=f"{plan.dataset}: top-1 vs inference throughput at batch 32 (ball area ∝ parameters)",
-        xlabel="throughput at batch 32 (images/s on this machine, log scale)",
+        xlabel=f"throughput at batch 32, {sides} (images/s on this machine, log scale)",
     )  # fmt: skip
     paths.append(out / "accuracy_vs_throughput.png")
     charts.draw_ball_chart(chart, paths[-1:], colors=colors)
@@ -239,10 +244,12 @@ def _draw(
     paths.append(out / "accuracy_density.png")
     charts.draw_density(charts.density_data(dicts), paths[-1])
     if plan.reference and ref_rows:
+        ref_sides = charts.sides_text({r["model"]: r["image_size"] for r in ref_rows})
         chart = charts.ball_chart_data(
             ref_rows, yerr_key=None, scale=scale,
             title="ImageNet-1K, published: top-1 vs multiply-adds at each model's own input "
             "(ball area ∝ parameters)",
+            xlabel=f"multiply-adds per image at {ref_sides} (conv + linear MACs, log scale)",
         )  # fmt: skip
         paths += [out / "accuracy_vs_macs_imagenet.png", out / "accuracy_vs_macs_imagenet.svg"]
         charts.draw_ball_chart(chart, paths[-2:], colors=colors)

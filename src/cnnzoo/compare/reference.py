@@ -37,11 +37,13 @@ def imagenet_rows(models: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 def chart_rows(models: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows for the reference ball chart (``model``, ``params``, ``macs``, ``top1_pct``) of the
-    compared models that have published figures, and the names of those that have none."""
+    """Rows for the reference ball chart (``model``, ``params``, ``macs``, ``top1_pct``,
+    ``image_size``) of the compared models that have published figures, and the names of those
+    that have none."""
     rows = [
-        {"model": r["name"], "params": r["params"], "macs": r["macs"], "top1_pct": r["top1"]}
+        {"model": r["name"], "params": r["params"], "macs": r["macs"], "top1_pct": r["top1"],
+         "image_size": r["input"][-1]}
         for r in imagenet_rows(models)
-    ]
+    ]  # fmt: skip
     found = {r["model"] for r in rows}
     return rows, [m for m in models if m not in found]

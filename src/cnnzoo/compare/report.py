@@ -177,11 +177,12 @@ def compare_page(
 ) -> str:
     """The comparison's page: results, charts, reference, settings, runs, commands, machine."""
     header = [
-        "model", "side", "params", "MACs", "top-1 %", "top-5 %", "train s", "p50 ms (b1)",
-        "img/s (b32)", "peak MB (b32)", "top-1 %/M params", "backend b1 / b32",
+        "model", "side", "params", "MACs", "weights MB", "top-1 %", "top-5 %", "train s",
+        "p50 ms (b1)", "img/s (b32)", "peak MB (b32)", "top-1 %/M params", "backend b1 / b32",
     ]  # fmt: skip
     table_rows = [
-        (r.model, r.image_size, f"{r.params:,}", human(r.macs), _pct(r.top1_pct, r.top1_pct_std),
+        (r.model, r.image_size, f"{r.params:,}", human(r.macs), f"{r.weights_mb:.3g}",
+         _pct(r.top1_pct, r.top1_pct_std),
          _pct(r.top5_pct, r.top5_pct_std), f"{r.train_seconds:.1f}", f"{r.latency_p50_ms_b1:.2f}",
          f"{r.throughput_img_s_b32:.1f}",
          "–" if r.peak_rss_mb_b32 is None else f"{r.peak_rss_mb_b32:.0f}",

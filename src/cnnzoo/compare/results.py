@@ -1,7 +1,8 @@
 """The comparison's table: one row per model from its runs and its benchmark, and the files.
 
 Units are in the field names: ``top1_pct`` is a percentage, ``macs`` one image's conv + linear
-multiply-adds at the trained side (FLOPs are twice that), ``latency_p50_ms_b1`` the median time
+multiply-adds at the trained side (FLOPs are twice that), ``weights_mb`` the size of the
+weights file a deployment ships (``model.safetensors``, fp32), ``latency_p50_ms_b1`` the median time
 of one image, ``throughput_img_s_b32`` images per second at batch 32, ``peak_rss_mb_b32`` the
 peak resident memory of a process running batch 32, and ``top1_pct_per_mparams`` the accuracy
 density (top-1 points per million parameters, Canziani et al. 2016).
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.bench import BenchRow
-from cnnzoo.compare.runs import RunRecord
+from cnnzoo.compare.runs import WEIGHTS, RunRecord
 from cnnzoo.fileio import atomic_write_text
 
 SCHEMA = 1
@@ -38,6 +39,7 @@ class CompareRow:
     epochs: list[int]
     params: int
     macs: int
+    weights_mb: float
     top1_pct: float
     top1_pct_std: float | None
     top5_pct: float | None
@@ -56,7 +58,8 @@ FIELDS = [name for name in CompareRow.__dataclass_fields__]
 
 def make_row(runs: Sequence[RunRecord], bench_rows: Sequence[BenchRow]) -> CompareRow:
     """The row of one model from its runs (one per seed) and its benchmark rows (batch 1 and
-    batch 32; the first and the last row when other sizes were measured)."""
+    batch 32; the first and the last row when other sizes were measured); the weights file is
+    the first run's."""
     first, last = bench_rows[0], bench_rows[-1]
     top1 = [r.top1 for r in runs]
     top5 = [r.top5 for r in runs]
@@ -69,6 +72,7 @@ def make_row(runs: Sequence[RunRecord], bench_rows: Sequence[BenchRow]) -> Compa
         epochs=[r.epochs for r in runs],
         params=first.params,
         macs=first.macs,
+        weights_mb=(runs[0].out / WEIGHTS).stat().st_size / 1e6,
         top1_pct=mean_top1,
         top1_pct_std=_std(top1),
         top5_pct=statistics.fmean(top5) if has_top5 else None,  # type: ignore[arg-type]
