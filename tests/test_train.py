@@ -80,6 +80,9 @@ def test_a_run_leaves_everything_in_out(reference_runs):
     assert {"model", "optimizer", "scheduler", "rng", "config", "history"} <= set(state)
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["best_acc"] == max(r["val_acc"] for r in rows)
+    # best.pt is the checkpoint of the first epoch with that accuracy, whatever came after it.
+    best_epoch = next(r["epoch"] for r in rows if r["val_acc"] == best["best_acc"])
+    assert best["epoch"] == best_epoch and best["history"] == rows[:best_epoch]
     with safe_open(out / "model.safetensors", "pt") as f:
         meta = f.metadata()
     assert meta["model"] == "lenet5" and meta["num_classes"] == "10"

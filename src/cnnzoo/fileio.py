@@ -9,6 +9,7 @@ what a killed one left behind.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,29 @@ def atomic_write_bytes(
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_folder(path.parent)
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Make ``path`` a copy of ``source`` atomically, writing no data where it can: a hard link
+    to the same file (``source`` and ``path`` then share their bytes until either is replaced;
+    every write here replaces, never edits in place), else a full copy, fsynced. ``path``'s old
+    content stays until the new one is complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links, or another device
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
