@@ -19,8 +19,9 @@ demo: $(STAMP)
 # The comparison report's test opens the page in a real headless browser (Debian's chromium).
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
-	apt-get install -y --no-install-recommends chromium || \
-		(apt-get update && apt-get install -y --no-install-recommends chromium)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+		(apt-get update && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
