@@ -138,13 +138,13 @@ def run_compare(config: CompareConfig, reporter: CompareReporter | None = None) 
         by_model.setdefault(r.model, []).append(r)
     rows = [make_row([r for r in runs if r.model == m], by_model[m]) for m in plan.models]
 
-    machine = machine_info(plan.threads or _torch_threads())
+    machine, libs = machine_info(plan.threads or _torch_threads()), versions()
     notes = _notes(plan, runs)
     out = plan.out
     bench = BenchResult(bench_rows, machine, notes=[_bench_note(plan)])
     atomic_write_text(out / "bench.json", json.dumps(bench.to_dict(), indent=2) + "\n")
     write_results(
-        out, rows, runs, settings=plan.settings(), machine=machine, versions=versions(),
+        out, rows, runs, settings=plan.settings(), machine=machine, versions=libs,
         command=plan.command, notes=notes,
     )  # fmt: skip
     files = {name: out / name for name in ("results.json", "results.csv", "bench.json")}
@@ -152,7 +152,7 @@ def run_compare(config: CompareConfig, reporter: CompareReporter | None = None) 
     files["report.html"] = out / "report.html"
     atomic_write_text(
         files["report.html"],
-        report.compare_page(plan, rows, runs, bench_rows, files, machine, versions(), notes),
+        report.compare_page(plan, rows, runs, bench_rows, files, machine, libs, notes),
     )
     return CompareResult(out, rows, runs, bench_rows, files, notes)
 
@@ -289,6 +289,6 @@ def _degradation(plan: Plan, reporter: CompareReporter) -> CompareResult:
     files["report.html"] = out / "report.html"
     atomic_write_text(
         files["report.html"],
-        report.degradation_page(plan, runs, files, payload["machine"], versions(), notes),
+        report.degradation_page(plan, runs, files, payload["machine"], payload["versions"], notes),
     )
     return CompareResult(out, [], runs, [], files, notes)
