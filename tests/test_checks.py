@@ -1,0 +1,58 @@
+"""The shared option checks: what they accept, what they refuse and how they say it."""
+
+import math
+
+import pytest
+
+from cnnzoo.checks import check_choice, check_int, check_number, did_you_mean, is_int, is_number
+from cnnzoo.errors import DataError, InvalidArgumentError
+
+
+@pytest.mark.parametrize("value", [1, 7, 10**9])
+def test_check_int_accepts_positive_ints(value):
+    assert check_int("--epochs", value) == value
+
+
+@pytest.mark.parametrize("value", [0, -3, True, False, 1.0, "2", None])
+def test_check_int_refuses_everything_else(value):
+    with pytest.raises(InvalidArgumentError, match=r"^--epochs must be a positive integer, got "):
+        check_int("--epochs", value)
+
+
+def test_check_int_minimum_and_error_class():
+    assert check_int("seed", 0, minimum=0) == 0
+    with pytest.raises(InvalidArgumentError, match="seed must be a non-negative integer, got -1"):
+        check_int("seed", -1, minimum=0)
+    with pytest.raises(InvalidArgumentError, match="an integer ≥ 3, got 2"):
+        check_int("k", 2, minimum=3)
+    with pytest.raises(DataError, match="workers"):
+        check_int("workers", "x", error=DataError)
+
+
+def test_check_number():
+    assert check_number("--lr", 1) == 1.0 and isinstance(check_number("--lr", 1), float)
+    assert check_number("--weight-decay", 0, positive=False) == 0.0
+    for bad in (0, -1e-3, math.nan, math.inf, True, "0.1", None):
+        with pytest.raises(InvalidArgumentError, match=r"^--lr must be a positive number, got "):
+            check_number("--lr", bad)
+    with pytest.raises(InvalidArgumentError, match="non-negative number, got -1"):
+        check_number("--weight-decay", -1, positive=False)
+
+
+def test_predicates():
+    assert is_int(3) and not is_int(True) and not is_int(3.0)
+    assert is_number(3) and is_number(0.5) and not is_number(False) and not is_number(math.nan)
+
+
+def test_choice_and_hint():
+    assert check_choice("--optimizer", "adam", ["sgd", "adam"]) == "adam"
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^--optimizer 'adm' is not one of sgd, adam, adamw "
+        r"\(did you mean adam, adamw\?\)\.$",
+    ):
+        check_choice("--optimizer", "adm", ["sgd", "adam", "adamw"])
+    with pytest.raises(InvalidArgumentError, match=r"is not one of sgd, adam\.$"):
+        check_choice("--optimizer", "zzz", ["sgd", "adam"])
+    assert did_you_mean("resnt18", ["resnet18", "vgg11"]) == " (did you mean resnet18?)"
+    assert did_you_mean("qqq", ["resnet18"]) == ""
