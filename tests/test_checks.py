@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from cnnzoo.checks import check_choice, check_int, check_number, did_you_mean, is_int, is_number
+from cnnzoo.checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_rate,
+    did_you_mean,
+    is_int,
+    is_number,
+)
 from cnnzoo.errors import DataError, InvalidArgumentError
 
 
@@ -56,3 +64,10 @@ def test_choice_and_hint():
         check_choice("--optimizer", "zzz", ["sgd", "adam"])
     assert did_you_mean("resnt18", ["resnet18", "vgg11"]) == " (did you mean resnet18?)"
     assert did_you_mean("qqq", ["resnet18"]) == ""
+
+
+def test_check_rate():
+    assert check_rate("dropout", 0) == 0.0 and check_rate("dropout", 0.5) == 0.5
+    for bad in (1, 1.0, -0.1, True, "0.2", math.nan):
+        with pytest.raises(InvalidArgumentError, match=r"^dropout must be a number in \[0, 1\)"):
+            check_rate("dropout", bad)

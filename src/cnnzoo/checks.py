@@ -60,6 +60,15 @@ def check_number(
     return float(value)
 
 
+def check_rate(
+    name: str, value: object, *, error: type[CnnzooError] = InvalidArgumentError
+) -> float:
+    """``value`` as a float if it is a number in [0, 1): a dropout or drop-path rate."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise error(f"{name} must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
 def did_you_mean(value: object, choices: Iterable[str], *, n: int = 3) -> str:
     """``" (did you mean a, b?)"`` for the close matches of ``value`` among ``choices``, or
     ``""``: the one hint every "unknown name" message ends with."""

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.checks import check_rate
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -188,10 +188,7 @@ CONFIGS = {
 
 
 def _densenet(depth: int, num_classes: int, in_chans: int, drop_rate: float) -> DenseNet:
-    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)):
-        raise InvalidArgumentError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}.")
-    if not 0.0 <= drop_rate < 1.0:
-        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}.")
+    check_rate("drop_rate", drop_rate)
     cfg = CONFIGS[depth]
     return DenseNet(
         cfg.growth_rate,

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.checks import check_rate
 from cnnzoo.layers import ConvBNAct, DropPath, SqueezeExcitation, make_divisible
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
@@ -134,11 +134,8 @@ class EfficientNet(ZooModel):
     ) -> None:
         super().__init__()
         dropout = scaling.dropout if dropout is None else dropout
-        for arg, value in (("drop_path_rate", drop_path_rate), ("dropout", dropout)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidArgumentError(f"{arg} must be a number in [0, 1), got {value!r}.")
-            if not 0.0 <= value < 1.0:
-                raise InvalidArgumentError(f"{arg} must be in [0, 1), got {value!r}.")
+        check_rate("drop_path_rate", drop_path_rate)
+        check_rate("dropout", dropout)
         bn = {"eps": scaling.bn_eps, "momentum": scaling.bn_momentum}
         chans = [
             (

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cnnzoo.checks import check_rate, is_int
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
@@ -54,18 +55,11 @@ class MLP(ZooModel):
     ) -> None:
         super().__init__()
         hidden = tuple(hidden) if isinstance(hidden, Sequence) else (hidden,)
-        if not hidden or any(
-            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden
-        ):
+        if not hidden or not all(is_int(h) and h >= 1 for h in hidden):
             raise InvalidArgumentError(
                 f"hidden must be a non-empty tuple of positive integer widths, got {hidden!r}."
             )
-        if (
-            not isinstance(dropout, (int, float))
-            or isinstance(dropout, bool)
-            or not 0 <= dropout < 1
-        ):
-            raise InvalidArgumentError(f"dropout must be a number in [0, 1), got {dropout!r}.")
+        check_rate("dropout", dropout)
         self.input_shape = (in_chans, img_size, img_size)
         self.flatten = nn.Flatten(1)
         layers: list[nn.Module] = []

@@ -40,7 +40,6 @@ v3's hidden fully-connected layer (everything before the final classifier is a s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnzoo.checks import check_number, check_rate
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.layers import ConvBNAct, SqueezeExcitation, make_divisible
 from cnnzoo.models.base import ZooModel
@@ -400,13 +400,8 @@ V1_ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 
 
 def _check(width_mult: float, dropout: float) -> None:
-    for arg, value in (("width_mult", width_mult), ("dropout", dropout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidArgumentError(f"{arg} must be a number, got {value!r}.")
-    if not (math.isfinite(width_mult) and width_mult > 0):
-        raise InvalidArgumentError(f"width_mult must be a positive number, got {width_mult!r}.")
-    if not 0.0 <= dropout < 1.0:
-        raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout!r}.")
+    check_number("width_mult", width_mult)
+    check_rate("dropout", dropout)
 
 
 @register_model(
