@@ -251,3 +251,53 @@ def test_library_versions_take_the_build_and_the_first_installed_distribution(
     assert version.version_text().splitlines()[1:] == [
         "torch 2.0.1+cpu", "onnxruntime 1.9", "openvino 25"
     ]  # fmt: skip
+
+
+# --- citing -----------------------------------------------------------------------------------
+
+
+def _bibtex_entries() -> list[str]:
+    text = (ROOT / "docs" / "models.md").read_text()
+    return re.findall(r"```bibtex\n(.*?)```", text, re.S)
+
+
+def test_every_registered_paper_has_a_bibtex_entry():
+    from cnnzoo.registry import get_spec, list_models
+
+    entries = "\n".join(_bibtex_entries())
+    eprints = set(re.findall(r"eprint\s*=\s*\{([^}]*)\}", entries))
+    titles = {
+        re.sub(r"\s+", " ", t.replace("{", "").replace("}", "")).strip().lower()
+        for t in re.findall(r"\btitle\s*=\s*\{((?:[^{}]|\{[^{}]*\})*)\}", entries)
+    }
+    for name in list_models():
+        paper = get_spec(name).paper
+        arxiv = re.search(r"arXiv:(\d{4}\.\d{4,5})", paper)
+        if arxiv:
+            assert arxiv.group(1) in eprints, f"{name}: no entry with eprint {arxiv.group(1)}"
+        else:  # the two papers without an arXiv id, found by title
+            title = re.sub(r"^.*?\d{4}, | \(.*\)$", "", paper).lower()
+            assert title in titles, f"{name}: no entry titled {title!r}"
+
+
+def test_bibtex_entries_are_well_formed():
+    entries = _bibtex_entries()
+    keys = []
+    for block in entries:
+        for entry in re.split(r"\n(?=@)", block.strip()):
+            assert entry.count("{") == entry.count("}"), entry[:60]
+            head = re.match(r"@(article|inproceedings|misc)\{(\w+),\n", entry)
+            assert head, entry[:60]
+            keys.append(head.group(2))
+            for field in ("author", "title", "year"):
+                assert re.search(rf"^\s+{field}\s+=", entry, re.M), (head.group(2), field)
+    assert len(keys) == len(set(keys)) == 11
+
+
+def test_citation_cff_names_the_package_and_its_version():
+    text = (ROOT / "CITATION.cff").read_text()
+    assert re.search(r"^cff-version: 1\.2\.0$", text, re.M)
+    assert re.search(r"^title: .*cnnzoo", text, re.M)
+    version_line = re.search(r'^version: "?([^"\n]+)"?$', text, re.M)
+    assert version_line and version_line.group(1) == _pyproject()["project"]["version"]
+    assert re.search(r"^license: BSD-3-Clause$", text, re.M)
