@@ -41,7 +41,7 @@ def _build_version(dist: metadata.Distribution, name: str) -> str | None:
     metadata says ``2.14.1`` for every build, and which build it is matters for speed reports.
     """
     try:
-        text = Path(dist.locate_file(f"{name}/version.py")).read_text(encoding="utf-8")
+        text = Path(str(dist.locate_file(f"{name}/version.py"))).read_text(encoding="utf-8")
     except OSError:
         return None
     found = re.search(r"^__version__\s*(?::\s*\w+\s*)?=\s*['\"]([^'\"]+)['\"]", text, re.M)

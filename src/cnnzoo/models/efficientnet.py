@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.layers import ConvBNAct, DropPath, SqueezeExcitation, make_divisible
+from cnnzoo.layers import ConvBNAct, DropPath, NormArgs, SqueezeExcitation, make_divisible
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -68,7 +68,7 @@ class MBConv(nn.Module):
     ) -> None:
         super().__init__()
         self.use_res_connect = stride == 1 and in_chans == out_chans
-        norm = {"eps": bn_eps, "momentum": bn_momentum}
+        norm: NormArgs = {"eps": bn_eps, "momentum": bn_momentum}
         mid = make_divisible(in_chans * expand_ratio)
         layers: list[nn.Module] = []
         if mid != in_chans:
@@ -139,7 +139,7 @@ class EfficientNet(ZooModel):
                 raise InvalidArgumentError(f"{arg} must be a number in [0, 1), got {value!r}.")
             if not 0.0 <= value < 1.0:
                 raise InvalidArgumentError(f"{arg} must be in [0, 1), got {value!r}.")
-        bn = {"eps": scaling.bn_eps, "momentum": scaling.bn_momentum}
+        bn: NormArgs = {"eps": scaling.bn_eps, "momentum": scaling.bn_momentum}
         chans = [
             (
                 make_divisible(s.in_chans * scaling.width),
@@ -205,7 +205,7 @@ class EfficientNet(ZooModel):
         nn.init.uniform_(m.weight, -bound, bound)
         nn.init.zeros_(m.bias)
 
-    def _new_classifier(self, num_classes: int) -> nn.Module:
+    def _new_classifier(self, num_classes: int) -> nn.Linear:
         fc = super()._new_classifier(num_classes)
         self._init_linear(fc)
         return fc
