@@ -139,6 +139,15 @@ def test_features_bad_arguments(kwargs, match):
         cnnzoo.features(model, torch.randn(1, 1, 32, 32), **kwargs)
 
 
+def test_features_of_a_plain_module_need_a_layer():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    x = torch.randn(3, 1, 8, 8)
+    with pytest.raises(InvalidArgumentError, match=r"Sequential is not a zoo model.*layer="):
+        cnnzoo.features(model, x)
+    expected = model(x).mean(dim=(2, 3))  # the ReLU's (3, 2, 6, 6) output averaged over space
+    torch.testing.assert_close(cnnzoo.features(model, x, layer="1"), expected)
+
+
 # --- does transfer matter? ------------------------------------------------------------------------
 
 TRANSFER_LAYER = "c3"  # the stage C3 → tanh → S4: 16 maps of 5×5, averaged over space

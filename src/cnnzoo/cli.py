@@ -15,7 +15,6 @@ from typing import NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from cnnzoo.compare.cli import add_parser as add_compare
 from cnnzoo.errors import CnnzooError, InvalidArgumentError
 from cnnzoo.progress import EpochProgress
 
@@ -509,6 +508,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+class _Version(argparse.Action):
+    """``--version``: read from package metadata when asked, not on every parse."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        from cnnzoo.version import version_text
+
+        print(version_text())
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and still exit code 2), like every other."""
 
@@ -517,8 +529,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here: compare's options import the registry, and with it torch.
+    from cnnzoo.compare.cli import add_parser as add_compare
+
     parser = _Parser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
+    )
+    parser.add_argument(
+        "--version", action=_Version, help="cnnzoo's version and its libraries', then exit"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -558,6 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:
+        # Answered before the parser is built: building it imports torch (seconds), and
+        # --version must work even when torch does not.
+        from cnnzoo.version import version_text
+
+        print(version_text())
+        return 0
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as typed, for what records it (compare's report)
     # Off a terminal (a pipe, a file, CI logs) rich would wrap tables at 80 columns.

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.models.base import ZooModel
 
 POOLS = ("avg", "flatten")
 
@@ -47,10 +48,16 @@ def features(
         A float tensor ``(N, D)`` on the CPU; the model's training mode is restored afterwards.
 
     Raises:
-        InvalidArgumentError: an unknown layer or pool.
+        InvalidArgumentError: an unknown layer or pool; no layer for a module that is not a
+            zoo model (only a zoo model says which vector its classifier reads).
     """
     if pool not in POOLS:
         raise InvalidArgumentError(f"pool={pool!r} is not one of {', '.join(POOLS)}.")
+    if layer is None and not isinstance(model, ZooModel):
+        raise InvalidArgumentError(
+            f"{type(model).__name__} is not a zoo model, so it has no classifier input to "
+            f"read: pass layer= one of its module paths (see model.named_modules())."
+        )
     target = None if layer is None else _module(model, layer)
     device = next(model.parameters()).device
     was_training = model.training
@@ -90,6 +97,7 @@ def _batches(images: torch.Tensor | Dataset | Iterable, batch_size: int) -> Iter
 
 def _embed(model: nn.Module, x: torch.Tensor, target: nn.Module | None, pool: str) -> torch.Tensor:
     if target is None:
+        assert isinstance(model, ZooModel)  # features() refused anything else
         return model.forward_head(model.forward_features(x), pre_logits=True)
     found: list[torch.Tensor] = []
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
 
 class Reporter:
@@ -43,7 +44,7 @@ class EpochProgress(Reporter):
         self.console, self.quiet, self.indent = console, quiet, indent
         self.live = console.is_terminal and not quiet
         self.label = ""
-        self.progress = None
+        self.progress: Progress | None = None
 
     def log(self, text: str) -> None:
         if not self.quiet:

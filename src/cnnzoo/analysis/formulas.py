@@ -33,7 +33,7 @@ def conv_output_size(
 def conv_params(
     in_chans: int,
     out_chans: int,
-    kernel: int | tuple[int, int],
+    kernel: int | tuple[int, ...],
     groups: int = 1,
     bias: bool = True,
 ) -> int:
@@ -45,7 +45,7 @@ def conv_params(
 def conv_macs(
     in_chans: int,
     out_chans: int,
-    kernel: int | tuple[int, int],
+    kernel: int | tuple[int, ...],
     out_h: int,
     out_w: int,
     groups: int = 1,
@@ -113,7 +113,7 @@ def receptive_field(
     return size + (kernel - 1) * dilation * jump, jump * stride
 
 
-def _kernel_text(kernel: int | tuple[int, int]) -> str:
+def _kernel_text(kernel: int | tuple[int, ...]) -> str:
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     return f"{kh}²" if kh == kw else f"{kh}·{kw}"
 
@@ -121,7 +121,7 @@ def _kernel_text(kernel: int | tuple[int, int]) -> str:
 def conv_params_formula(
     in_chans: int,
     out_chans: int,
-    kernel: int | tuple[int, int],
+    kernel: int | tuple[int, ...],
     groups: int = 1,
     bias: bool = True,
 ) -> str:
@@ -139,7 +139,7 @@ def conv_params_formula(
 def conv_macs_formula(
     in_chans: int,
     out_chans: int,
-    kernel: int | tuple[int, int],
+    kernel: int | tuple[int, ...],
     out_h: int,
     out_w: int,
     groups: int = 1,

@@ -31,8 +31,8 @@ def _model_and_size(
         spec = get_spec(model_or_name)
         size = spec.input_size if input_size is None else tuple(input_size)
         return _meta_model(spec.name, size[0]), spec.name, size
-    size = None if input_size is None else tuple(input_size)
-    return model_or_name, type(model_or_name).__name__, size
+    given = None if input_size is None else tuple(input_size)
+    return model_or_name, type(model_or_name).__name__, given
 
 
 @functools.lru_cache(maxsize=64)

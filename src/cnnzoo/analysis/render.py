@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from cnnzoo.analysis import formulas
@@ -148,7 +148,7 @@ def render_csv(summary: Summary) -> str:
 
 # -- tables ---------------------------------------------------------------------------------------
 
-_COLUMNS = [
+_COLUMNS: list[tuple[str, JustifyMethod]] = [
     ("block", "left"), ("layer", "left"), ("type", "left"), ("output", "right"),
     ("k/s/p", "right"), ("params", "right"), ("MACs", "right"), ("act. bytes", "right"),
     ("RF size/jump", "right"),
@@ -204,14 +204,13 @@ def render_table(summary: Summary, optimizer: str = "adam", width: int = 160) ->
                 table.add_section()
             block = label = row.block
         table.add_row(label, *_cells(row))
-    console = Console(
-        file=io.StringIO(), width=width, color_system=None, force_terminal=False, emoji=False
-    )
+    text = io.StringIO()
+    console = Console(file=text, width=width, color_system=None, force_terminal=False, emoji=False)
     console.print(table)
     for line in totals_lines(summary, optimizer):
         console.print(line, markup=False, highlight=False)
     # rich pads the title line with spaces; trailing blanks would only make diffs noisy
-    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+    return "\n".join(line.rstrip() for line in text.getvalue().splitlines())
 
 
 def render_markdown(summary: Summary, optimizer: str = "adam") -> str:
@@ -234,19 +233,19 @@ def render_markdown(summary: Summary, optimizer: str = "adam") -> str:
 # -- explain --------------------------------------------------------------------------------------
 
 
-def _padding(row: LayerRow) -> tuple[int, int]:
+def _padding(row: LayerRow, kernel: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(row.padding, str):  # "same" pads half the dilated extent, "valid" nothing
         if row.padding == "valid":
             return (0, 0)
         dilation = row.dilation or (1, 1)
-        return tuple(d * (k - 1) // 2 for d, k in zip(dilation, row.kernel, strict=True))
+        return tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel, strict=True))
     return row.padding or (0, 0)
 
 
-def _size_text(row: LayerRow) -> str:
+def _size_text(row: LayerRow, input_shape: tuple[int, ...], kernel: tuple[int, ...]) -> str:
     """H' and W' written out, or one W' when both axes work the same numbers."""
-    h, w = row.input_shape[2:]
-    k, s, p = row.kernel, row.stride or row.kernel, _padding(row)
+    h, w = input_shape[2:]
+    k, s, p = kernel, row.stride or kernel, _padding(row, kernel)
     d = row.dilation or (1, 1)
     axes = [
         formulas.output_size_formula(n, k[a], s[a], p[a], d[a], row.ceil_mode)
@@ -266,21 +265,21 @@ def explain_line(row: LayerRow) -> str:
     layer: its output shape.
     """
     shape = _dims(row.output_shape)
-    windowed = row.kernel is not None and row.input_shape is not None
-    windowed = windowed and len(row.input_shape) == 4
-    if windowed and row.groups is not None:  # a Conv2d or subclass (only they carry groups)
-        c, k = row.input_shape[1], row.output_shape[1]
-        oh, ow = row.output_shape[2:]
+    kernel, inp, out = row.kernel, row.input_shape, row.output_shape
+    if kernel is not None and inp is not None and len(inp) == 4:
+        size = _size_text(row, inp, kernel)
+        if row.groups is None or out is None:  # pooling (only a Conv2d or subclass has groups)
+            return f"{row.name} ({row.type}): {size} → {shape}"
+        c, k = inp[1], out[1]
+        oh, ow = out[2:]
         groups = row.groups or 1
-        params = formulas.conv_params_formula(c, k, row.kernel, groups, bool(row.bias))
-        macs = formulas.conv_macs_formula(c, k, row.kernel, oh, ow, groups, row.output_shape[0])
+        params = formulas.conv_params_formula(c, k, kernel, groups, bool(row.bias))
+        macs = formulas.conv_macs_formula(c, k, kernel, oh, ow, groups, out[0])
         shared = "" if row.params else " (shared: counted at its first call)"
-        return f"{row.name}: {_size_text(row)}, params = {params}{shared}, MACs = {macs}"
-    if windowed:
-        return f"{row.name} ({row.type}): {_size_text(row)} → {shape}"
-    if row.kernel is None and row.bias is not None and row.output_shape is not None:
-        n_in, n_out = row.input_shape[-1], row.output_shape[-1]
-        rows = math.prod(row.output_shape[:-1])
+        return f"{row.name}: {size}, params = {params}{shared}, MACs = {macs}"
+    if kernel is None and row.bias is not None and inp is not None and out is not None:
+        n_in, n_out = inp[-1], out[-1]
+        rows = math.prod(out[:-1])
         params = formulas.linear_params_formula(n_in, n_out, row.bias)
         macs = formulas.linear_macs_formula(n_in, n_out, rows)
         shared = "" if row.params else " (shared: counted at its first call)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -223,15 +224,24 @@ def _block(name: str, blocks: dict[str, str]) -> str:
     return parts[0]
 
 
-# The per-layer settings a row carries; None where a layer type has no such setting.
-_GEOMETRY = ("kernel", "stride", "padding", "dilation", "groups", "ceil_mode", "bias")
+class _Geometry(TypedDict):
+    """The per-layer settings a row carries (``LayerRow``'s fields of the same names); None
+    where a layer type has no such setting."""
+
+    kernel: tuple[int, ...] | None
+    stride: tuple[int, ...] | None
+    padding: tuple[int, ...] | str | None
+    dilation: tuple[int, ...] | None
+    groups: int | None
+    ceil_mode: bool
+    bias: bool | None
 
 
-def _geometry(module: nn.Module) -> dict[str, object]:
+def _geometry(module: nn.Module) -> _Geometry:
     def tup(value: object) -> tuple[int, ...] | None:
-        if value is None:
-            return None
-        return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        if isinstance(value, (tuple, list)):
+            return tuple(value)
+        return (value, value) if isinstance(value, int) else None
 
     if isinstance(module, nn.Conv2d):
         padding = module.padding if isinstance(module.padding, str) else tup(module.padding)
@@ -255,9 +265,11 @@ def _geometry(module: nn.Module) -> dict[str, object]:
             "ceil_mode": bool(getattr(module, "ceil_mode", False)),
             "bias": None,
         }
-    if isinstance(module, nn.Linear):
-        return dict.fromkeys(_GEOMETRY) | {"ceil_mode": False, "bias": module.bias is not None}
-    return dict.fromkeys(_GEOMETRY) | {"ceil_mode": False}
+    bias = module.bias is not None if isinstance(module, nn.Linear) else None
+    return _Geometry(
+        kernel=None, stride=None, padding=None, dilation=None, groups=None, ceil_mode=False,
+        bias=bias,
+    )  # fmt: skip
 
 
 def _rows(model: nn.Module, result: Trace) -> tuple[list[LayerRow], Counter[str]]:
@@ -303,7 +315,7 @@ def _rows(model: nn.Module, result: Trace) -> tuple[list[LayerRow], Counter[str]
 
 def summarize(
     model_or_name: nn.Module | str,
-    input_size: tuple[int, int, int] | None = None,
+    input_size: tuple[int, ...] | None = None,
     batch_size: int = 1,
     num_classes: int | None = None,
     dtype: torch.dtype | None = None,
@@ -327,28 +339,29 @@ def summarize(
     """
     from cnnzoo.analysis.input_size import explain_size_error
 
+    size: tuple[int, ...]
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
         name = spec.name
-        input_size = spec.input_size if input_size is None else tuple(input_size)
+        size = spec.input_size if input_size is None else tuple(input_size)
         with meta_build():
-            model = create_model(name, num_classes=num_classes, in_chans=input_size[0])
+            model = create_model(name, num_classes=num_classes, in_chans=size[0])
     else:
         model, name = model_or_name, type(model_or_name).__name__
         if input_size is None:
             raise InvalidArgumentError(f"summarize({name}) needs an input_size (C, H, W).")
-        input_size = tuple(input_size)
+        size = tuple(input_size)
     try:
-        result = trace(model, input_size, batch_size, dtype)
+        result = trace(model, size, batch_size, dtype)
     except Exception as error:  # an InputSizeError gets the valid range added, once
-        raise explain_size_error(model_or_name, model, input_size, error) from None
+        raise explain_size_error(model_or_name, model, size, error) from None
     rows, unknown = _rows(model, result)
     params = list(model.parameters())
     buffers = list(model.buffers())
     trainable = [p for p in params if p.requires_grad]
     return Summary(
         model=name,
-        input_size=input_size,
+        input_size=size,
         batch_size=batch_size,
         dtype=dtype or (params[0].dtype if params else torch.get_default_dtype()),
         layers=rows,

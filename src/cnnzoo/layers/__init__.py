@@ -3,6 +3,7 @@
 from cnnzoo.layers.blocks import (
     ConvBNAct,
     DropPath,
+    NormArgs,
     SqueezeExcitation,
     make_divisible,
     paper_lrn,
@@ -14,6 +15,7 @@ __all__ = [
     "ConvBNAct",
     "DropPath",
     "MinPool2d",
+    "NormArgs",
     "SqueezeExcitation",
     "StochasticPool2d",
     "make_divisible",

@@ -8,6 +8,7 @@ module names are the checkpoint format.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -19,6 +20,13 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     TPU code's ``round_filters``, torchvision's ``_make_divisible``)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class NormArgs(TypedDict):
+    """``ConvBNAct``'s BatchNorm settings as one value, for families that change them all."""
+
+    eps: float
+    momentum: float
 
 
 class ConvBNAct(nn.Sequential):

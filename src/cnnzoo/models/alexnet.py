@@ -134,7 +134,9 @@ class AlexNet(ZooModel):
             convs_and_fcs = [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
             for layer_number, m in enumerate(convs_and_fcs, start=1):
                 nn.init.normal_(m.weight, mean=0.0, std=0.01)
-                nn.init.constant_(m.bias, 1.0 if layer_number in PAPER_UNIT_BIAS_LAYERS else 0.0)
+                if m.bias is not None:
+                    bias = 1.0 if layer_number in PAPER_UNIT_BIAS_LAYERS else 0.0
+                    nn.init.constant_(m.bias, bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (N, 256, 6, 6) at 224 (torchvision) or 227 (paper)

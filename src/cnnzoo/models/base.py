@@ -45,7 +45,7 @@ class ZooModel(nn.Module):
         self.set_submodule(self.classifier_name, self._new_classifier(num_classes))
         self.num_classes = num_classes
 
-    def _new_classifier(self, num_classes: int) -> nn.Module:
+    def _new_classifier(self, num_classes: int) -> nn.Linear:
         old = self.get_classifier()
         return nn.Linear(self.num_features, num_classes, device=old.weight.device)
 
@@ -83,7 +83,9 @@ class ZooModel(nn.Module):
                 module.requires_grad_(False)
                 for m in module.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.frozen = True
+                        # nn.Module's stub types attributes as tensors or modules; a plain
+                        # flag is what train() reads back.
+                        m.frozen = True  # type: ignore[assignment]
         self.train(self.training)
         return labels[:count]
 

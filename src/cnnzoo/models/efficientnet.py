@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from cnnzoo.checks import check_rate
-from cnnzoo.layers import ConvBNAct, DropPath, SqueezeExcitation, make_divisible
+from cnnzoo.layers import ConvBNAct, DropPath, NormArgs, SqueezeExcitation, make_divisible
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
@@ -68,7 +68,7 @@ class MBConv(nn.Module):
     ) -> None:
         super().__init__()
         self.use_res_connect = stride == 1 and in_chans == out_chans
-        norm = {"eps": bn_eps, "momentum": bn_momentum}
+        norm: NormArgs = {"eps": bn_eps, "momentum": bn_momentum}
         mid = make_divisible(in_chans * expand_ratio)
         layers: list[nn.Module] = []
         if mid != in_chans:
@@ -136,7 +136,7 @@ class EfficientNet(ZooModel):
         dropout = scaling.dropout if dropout is None else dropout
         check_rate("drop_path_rate", drop_path_rate)
         check_rate("dropout", dropout)
-        bn = {"eps": scaling.bn_eps, "momentum": scaling.bn_momentum}
+        bn: NormArgs = {"eps": scaling.bn_eps, "momentum": scaling.bn_momentum}
         chans = [
             (
                 make_divisible(s.in_chans * scaling.width),
@@ -202,7 +202,7 @@ class EfficientNet(ZooModel):
         nn.init.uniform_(m.weight, -bound, bound)
         nn.init.zeros_(m.bias)
 
-    def _new_classifier(self, num_classes: int) -> nn.Module:
+    def _new_classifier(self, num_classes: int) -> nn.Linear:
         fc = super()._new_classifier(num_classes)
         self._init_linear(fc)
         return fc

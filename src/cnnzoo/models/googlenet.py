@@ -234,6 +234,8 @@ class GoogLeNet(ZooModel):
             self.stage_map[stage].append(f"inception{row.name}")
 
         chans = {row.name: row.out_chans for row in table}
+        self.aux1: InceptionAux | None
+        self.aux2: InceptionAux | None
         if aux_logits:
             self.aux1 = InceptionAux(chans["4a"], num_classes, dropout_aux, paper)
             self.aux2 = InceptionAux(chans["4d"], num_classes, dropout_aux, paper)
@@ -252,7 +254,8 @@ class GoogLeNet(ZooModel):
                 nn.init.trunc_normal_(m.weight, 0.0, 0.01, a=-2.0, b=2.0)
             elif isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="linear")  # Caffe's "xavier"
-                nn.init.constant_(m.bias, 0.2)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0.2)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -271,9 +274,9 @@ class GoogLeNet(ZooModel):
         aux1 = aux2 = None
         for path in (p for paths in self.stage_map.values() for p in paths):
             x = getattr(self, path)(x)
-            if aux and path == "inception4a":
+            if aux and path == "inception4a" and self.aux1 is not None:
                 aux1 = self.aux1(x)
-            elif aux and path == "inception4d":
+            elif aux and path == "inception4d" and self.aux2 is not None:
                 aux2 = self.aux2(x)
         return x, aux1, aux2  # (N, 1024, 7, 7) at 224 px
 
@@ -284,11 +287,14 @@ class GoogLeNet(ZooModel):
         x = self.dropout(torch.flatten(self.avgpool(x), 1))  # (N, 1024)
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
+    # The contract (DESIGN.md §3) widens ZooModel.forward's return type for this family alone:
+    # the auxiliary logits come back beside the main ones in training mode.
+    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]
         """Logits; in training mode with aux heads, ``GoogLeNetOutputs(logits, aux2, aux1)``."""
         if not (self.training and self.aux_logits):
             return super().forward(x)
         x, aux1, aux2 = self._backbone(x, aux=True)
+        assert aux1 is not None and aux2 is not None  # both heads exist when aux_logits
         return GoogLeNetOutputs(self.forward_head(x), aux2, aux1)
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -72,6 +72,8 @@ class MaskedConv2d(nn.Conv2d):
         table: for each output map, the indices of the input maps it reads.
     """
 
+    mask: torch.Tensor  # the buffer registered in __init__
+
     def __init__(
         self, in_chans: int, out_chans: int, kernel_size: int, table: tuple[tuple[int, ...], ...]
     ) -> None:

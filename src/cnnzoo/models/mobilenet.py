@@ -49,14 +49,14 @@ from torch import nn
 
 from cnnzoo.checks import check_number, check_rate
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.layers import ConvBNAct, SqueezeExcitation, make_divisible
+from cnnzoo.layers import ConvBNAct, NormArgs, SqueezeExcitation, make_divisible
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register_model
 
 _PAPER_V1 = "Howard et al. 2017, MobileNets (arXiv:1704.04861)"
 _PAPER_V2 = "Sandler et al. 2018, MobileNetV2 (arXiv:1801.04381)"
 _PAPER_V3 = "Howard et al. 2019, Searching for MobileNetV3 (arXiv:1905.02244)"
-_V3_BN = {"eps": 1e-3, "momentum": 0.01}
+_V3_BN: NormArgs = {"eps": 1e-3, "momentum": 0.01}
 
 
 class DepthwiseSeparable(nn.Module):

@@ -204,7 +204,7 @@ class ResNet(ZooModel):
 
 
 # (block, blocks per stage) — the paper's Table 1 and §4.2.
-IMAGENET_CONFIGS = {
+IMAGENET_CONFIGS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
@@ -236,10 +236,15 @@ COUNTS: dict[str, tuple[int, int]] = {
 }
 
 
-def _imagenet(depth: int, num_classes: int, in_chans: int, **kwargs: bool) -> ResNet:
+def _imagenet(
+    depth: int, num_classes: int, in_chans: int, stride_in_1x1: bool, zero_init_residual: bool
+) -> ResNet:
     block, depths = IMAGENET_CONFIGS[depth]
     widths = tuple(w * block.expansion for w in (64, 128, 256, 512))
-    return ResNet(block, depths, widths, num_classes, in_chans, **kwargs)
+    return ResNet(
+        block, depths, widths, num_classes, in_chans,
+        stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual,
+    )  # fmt: skip
 
 
 def _cifar(depth: int, num_classes: int, in_chans: int, shortcut: str) -> ResNet:
