@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.registry import ModelSpec, get_spec
+from cnnzoo.training.config import training_options
 
 # The classic line-up, in paper order: the issue's default list.
 DEFAULT_MODELS = (
@@ -169,15 +170,9 @@ class Plan:
         }
 
 
-def train_options(spec: ModelSpec) -> dict[str, object]:
-    """The model options the trainer builds with (GoogLeNet trains with its auxiliary heads),
-    which can narrow the valid sizes."""
-    return {"aux_logits": True} if "aux_logits" in spec.accepts() else {}
-
-
 def fit_side(spec: ModelSpec, side: int) -> int:
     """``side`` moved into the model's valid range (up to its minimum, down to its maximum)."""
-    low, high = spec.size_range(**train_options(spec))
+    low, high = spec.size_range(**training_options(spec))
     side = max(side, low)
     return side if high is None else min(side, high)
 
@@ -244,7 +239,7 @@ def make_plan(config: CompareConfig) -> Plan:
         spec = get_spec(name)
         if config.image_size is not None:
             _positive_int("--image-size", config.image_size)
-            low, high = spec.size_range(**train_options(spec))
+            low, high = spec.size_range(**training_options(spec))
             if config.image_size < low or (high is not None and config.image_size > high):
                 valid = f"{low}+" if high is None else f"{low}-{high}"
                 raise InputSizeError(
