@@ -124,3 +124,29 @@ def test_a_nan_on_one_process_stops_both_with_one_line(tmp_path):
     assert "the loss became nan at epoch 2" in errors[1]
     assert "non-finite on another process" in errors[0]
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
+
+
+def _agree(rank: int, store: str, results: str) -> None:
+    import torch.distributed as dist
+
+    from cnnzoo.training.distributed import Dist, all_finite, any_true
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    info = Dist(rank, rank, 2)
+    answers = [
+        any_true(rank == 0, info),  # rank 0's reporter says stop: both stop
+        any_true(False, info),
+        all_finite(float("nan") if rank == 1 else 1.0, info),  # NaN on rank 1 only
+        all_finite(2.0, info),
+    ]
+    Path(f"{results}.{rank}").write_text(json.dumps(answers))
+    dist.destroy_process_group()
+
+
+def test_processes_agree_on_stopping_and_on_a_non_finite_loss(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = tmp_path / "answers"
+    mp.spawn(_agree, args=(str(tmp_path / "store"), str(results)), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert json.loads(Path(f"{results}.{rank}").read_text()) == [True, False, False, True]

@@ -385,3 +385,25 @@ def test_train_help_says_which_optimizers_use_momentum(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--momentum MOMENTUM for the momentum and nesterov optimizers" in help_text
     assert "rmsprop (" not in help_text.split("--momentum")[1].split("--")[0]
+
+
+def test_a_reporter_can_stop_the_run_which_is_then_finished_as_it_is(tmp_path):
+    from cnnzoo.progress import Reporter
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import fit
+
+    class StopAfterTwo(Reporter):
+        def should_stop(self, history):
+            return len(history) >= 2
+
+    config = TrainConfig(model="mlp", epochs=4, augment="none", batch_size=256, quiet=True,
+                         out=str(tmp_path))  # fmt: skip
+    result = fit(config, reporter=StopAfterTwo())
+    assert result.stopped and [h["epoch"] for h in result.history] == [1, 2]
+    assert len(metrics(tmp_path)) == 2
+    for name in ("model.safetensors", "curves.png", "confusion.png"):
+        assert (tmp_path / name).is_file(), name
+    # The weights are the last trained epoch's, as in its checkpoint.
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert state["epoch"] == 2 and all(torch.equal(weights[k], state["model"][k]) for k in weights)
