@@ -556,3 +556,4 @@ def test_make_loader_tells_the_sampler_the_callers_epoch():
     reference = torch.utils.data.DistributedSampler(data, num_replicas=2, rank=1, seed=7)
     reference.set_epoch(3)
     assert [int(i) for (batch,) in loader for i in batch] == list(reference)
+    assert "0-based" not in make_loader.__doc__  # the trainer counts epochs from 1

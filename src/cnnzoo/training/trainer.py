@@ -282,6 +282,27 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
+    train_sampler, val_loader, per_rank_batch = _sampling(config, data, info)
+    steps_per_epoch = -(-len(train_sampler or data.train) // per_rank_batch)
+    optimizer = build_optimizer(
+        model, config.optimizer, lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, head_lr=config.head_lr,
+    )  # fmt: skip
+    scheduler = build_scheduler(
+        optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        warmup_epochs=config.warmup_epochs,
+    )  # fmt: skip
+    return _Run(
+        config, info, device, out, options, image_size, data, model, optimizer, scheduler,
+        train_sampler, val_loader, per_rank_batch, notes,
+    )  # fmt: skip
+
+
+def _sampling(
+    config: TrainConfig, data: DataBundle, info: distributed.Dist
+) -> tuple[torch.utils.data.DistributedSampler | None, torch.utils.data.DataLoader, int]:
+    """Each process's share: the training sampler (DDP only; the epoch's loader is made per
+    epoch), the validation loader and the batch per process."""
     if config.batch_size % info.world_size:
         raise InvalidArgumentError(
             f"--batch-size {config.batch_size} is the global batch and must divide evenly over "
@@ -301,19 +322,7 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
         val_set, batch_size=256, shuffle=False, seed=config.seed, epoch=0,
         num_workers=config.num_workers,
     )  # fmt: skip
-    steps_per_epoch = -(-len(train_sampler or data.train) // per_rank_batch)
-    optimizer = build_optimizer(
-        model, config.optimizer, lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, head_lr=config.head_lr,
-    )  # fmt: skip
-    scheduler = build_scheduler(
-        optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        warmup_epochs=config.warmup_epochs,
-    )  # fmt: skip
-    return _Run(
-        config, info, device, out, options, image_size, data, model, optimizer, scheduler,
-        train_sampler, val_loader, per_rank_batch, notes,
-    )  # fmt: skip
+    return train_sampler, val_loader, per_rank_batch
 
 
 def _prepare_out(config: TrainConfig, log, info: distributed.Dist) -> Path:
