@@ -99,6 +99,9 @@ def test_comparison_writes_every_file_with_the_trainers_analyzers_and_benchs_val
     assert "<svg" in (out / "accuracy_vs_macs.svg").read_text()
 
     data = json.loads((out / "results.json").read_text())
+    # LeNet-5 has no published ImageNet figures: results.json says so, as the report does.
+    assert "no published ImageNet figures for lenet5" in data["notes"]
+    assert "no published ImageNet figures for lenet5" in (out / "report.html").read_text()
     bench = {
         (r["model"], r["batch"]): r for r in json.loads((out / "bench.json").read_text())["rows"]
     }
@@ -355,6 +358,16 @@ def test_default_plan_sizes_and_budget(tmp_path):
     assert budget.epochs is None and budget.budget_seconds == 30.0
 
 
+def test_the_missing_reference_note_is_made_before_any_file(tmp_path):
+    from cnnzoo.compare import core
+
+    plan = make_plan(CompareConfig(models=["lenet5", "resnet18"], reference="imagenet",
+                                   out=str(tmp_path)))  # fmt: skip
+    assert "no published ImageNet figures for lenet5" in core._notes(plan, [])
+    plain = make_plan(CompareConfig(models=["lenet5"], out=str(tmp_path)))
+    assert not [n for n in core._notes(plain, []) if "ImageNet" in n]
+
+
 def test_imagenet_reference_copy_equals_the_project_table():
     table = load_reference()
     copy = json.loads(REFERENCE_FILE.read_text())["models"]
@@ -525,6 +538,14 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path, monkeypatch
 
     # A budget of 1 ms with 3 planned epochs: epoch 1 crosses it, so the run ends there.
     monkeypatch.setattr(runs, "_budget_epochs", lambda config, budget, data: 3)
+    calls = []
+
+    def counted_fit(config, **kwargs):
+        calls.append(config.epochs)
+        return fit(config, **kwargs)
+
+    fit = runs.fit
+    monkeypatch.setattr(runs, "fit", counted_fit)
     config = CompareConfig(models=["lenet5"], budget_seconds=0.001, out=str(tmp_path))
     plan = make_plan(config)
     data = load_dataset("digits")
@@ -533,10 +554,22 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path, monkeypatch
     assert record.stopped_by_budget and record.epochs == 1 and record.planned_epochs == 3
     assert len(_history(folder)) == 1 and (folder / "model.safetensors").is_file()
     assert json.loads((folder / "compare.json").read_text())["planned_epochs"] == 3
+    assert calls == [3]  # one run, one fit: the trainer stopped itself
+    assert json.loads((folder / "config.json").read_text())["config"]["epochs"] == 3
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     again = runs.train_run(plan, "lenet5", 0, CompareReporter(), data)
     assert again.status == "reused" and again.stopped_by_budget
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_comparison_has_no_training_step_of_its_own():
+    import cnnzoo.compare
+
+    folder = Path(cnnzoo.compare.__file__).parent
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        for word in (".backward(", "cross_entropy", "optimizer.step", "build_optimizer"):
+            assert word not in text, f"{path.name} trains by itself ({word})"
 
 
 @pytest.mark.slow

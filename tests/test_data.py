@@ -546,3 +546,14 @@ def test_with_normalization_changes_only_the_statistics():
     assert other.notes[-1] == "normalised as the weights: mean (0.200), std (0.700)"
     with pytest.raises(InvalidArgumentError, match="3 channels, the data 1"):
         bundle.with_normalization((0.5,) * 3, (0.5,) * 3, "the weights")
+
+
+def test_make_loader_tells_the_sampler_the_callers_epoch():
+    data = torch.utils.data.TensorDataset(torch.arange(20))
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=2, rank=1, seed=7)
+    loader = make_loader(data, batch_size=4, shuffle=True, seed=7, epoch=3, sampler=sampler)
+    assert sampler.epoch == 3  # set here: the trainer passes 1-based epochs and no set_epoch
+    reference = torch.utils.data.DistributedSampler(data, num_replicas=2, rank=1, seed=7)
+    reference.set_epoch(3)
+    assert [int(i) for (batch,) in loader for i in batch] == list(reference)
+    assert "0-based" not in make_loader.__doc__  # the trainer counts epochs from 1

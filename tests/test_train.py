@@ -223,3 +223,187 @@ def test_image_folder_problems_are_named_in_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and err.count("\n") == 1
+
+
+# --- options, sizes and the run's scope -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('amp = "yes"', "--amp must be true or false, got 'yes'"),
+        ('channels-last = "false"', "--channels-last must be true or false, got 'false'"),
+        ('deterministic = "no"', "--deterministic must be true or false, got 'no'"),
+        ("compile = 1", "--compile must be true or false, got 1"),
+        ('epochs = "3"', "--epochs must be a positive integer, got '3'"),
+        ("batch-size = 2.0", "--batch-size must be a positive integer, got 2.0"),
+        ('lr = "0.1"', "--lr must be a number > 0, got '0.1'"),
+        ("label-smoothing = 1.5", "--label-smoothing must be a number in [0, 1), got 1.5"),
+        ("num-workers = -1", "--num-workers must be a whole number ≥ 0, got -1"),
+        ("model = 5", "--model must be a string, got 5"),
+        ('augment = "heavy"', "--augment 'heavy' is not one of none, light, standard"),
+    ],
+)
+def test_config_file_values_are_type_checked_in_one_line(tmp_path, capsys, toml, message):
+    config = tmp_path / "train.toml"
+    config.write_text(toml + "\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything is made
+
+
+def test_every_option_has_exactly_one_check():
+    from dataclasses import fields
+
+    from cnnzoo.training.config import OPTIONS, TrainConfig
+
+    assert list(OPTIONS) == [f.name for f in fields(TrainConfig)]
+
+
+@pytest.mark.parametrize("spelling", ["cifar10", "CIFAR10", "cifar-10", "Cifar_10"])
+def test_dataset_spellings_train_at_the_datasets_side(spelling):
+    from cnnzoo.data.datasets import dataset_key
+    from cnnzoo.registry import get_spec
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import image_size_rule, resolve_image_size
+
+    # The loader reads all four as cifar10, so the trainer must size them as cifar10: 32, not
+    # ResNet-18's 224 (49× the compute).
+    assert dataset_key(spelling) == "cifar10"
+    config = TrainConfig(model="resnet18", dataset=spelling)
+    spec = get_spec("resnet18")
+    assert resolve_image_size(config, spec, {}) == 32
+    assert image_size_rule(config, spec, {}) == "the images' own side"
+    mnist = TrainConfig(model="resnet18", dataset="Fashion_MNIST")
+    assert resolve_image_size(mnist, spec, {}) == 28  # not 224
+
+
+def test_the_digits_loader_and_the_trainer_read_one_name():
+    from cnnzoo.data import load_dataset
+    from cnnzoo.data.datasets import dataset_key
+
+    assert load_dataset("DIGITS").name == dataset_key("DIGITS") == "digits"
+
+
+def test_an_image_folder_trains_at_the_models_default_input_and_says_so():
+    from cnnzoo.registry import get_spec
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import image_size_rule, resolve_image_size
+
+    config = TrainConfig(model="resnet18", dataset="imagefolder:/any/folder")
+    spec = get_spec("resnet18")
+    assert resolve_image_size(config, spec, {}) == 224
+    assert "resnet18's default input" in image_size_rule(config, spec, {})
+    assert "--image-size" in image_size_rule(config, spec, {})
+
+
+def _torch_determinism() -> tuple:
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+
+
+def test_deterministic_is_undone_when_the_run_returns_and_when_it_raises(tmp_path, monkeypatch):
+    from cnnzoo.errors import DataError
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import fit
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = _torch_determinism()
+    assert before[0] is False
+    config = TrainConfig(model="mlp", epochs=1, augment="none", deterministic=True, quiet=True,
+                         batch_size=128, out=str(tmp_path / "a"))  # fmt: skip
+    fit(config)
+    assert _torch_determinism() == before
+    bad = TrainConfig(model="mlp", dataset="mnist", data_root=str(tmp_path / "none"),
+                      deterministic=True, out=str(tmp_path / "b"))  # fmt: skip
+    with pytest.raises(DataError):  # raised after the run switched the mode on
+        fit(bad)
+    assert _torch_determinism() == before
+
+
+def test_the_trainer_numbers_epochs_from_1_and_leaves_set_epoch_to_the_loader(
+    tmp_path, monkeypatch
+):
+    from cnnzoo.data import loader as loader_module
+    from cnnzoo.training import trainer
+
+    epochs = []
+
+    def spy(dataset, **kwargs):
+        if kwargs["shuffle"]:
+            epochs.append(kwargs["epoch"])
+        return loader_module.make_loader(dataset, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_loader", spy)
+    config = trainer.TrainConfig(model="mlp", epochs=2, augment="none", quiet=True,
+                                 batch_size=256, out=str(tmp_path))  # fmt: skip
+    trainer.fit(config)
+    assert epochs == [1, 2]
+
+
+def test_a_bare_state_dict_says_once_how_the_images_are_normalised(tmp_path, capsys):
+    from cnnzoo import create_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "bare.pt"
+    torch.save(create_model("lenet5", num_classes=10, in_chans=3).state_dict(), weights)
+    argv = ["train", "--weights", str(weights), "--epochs", "1", "--augment", "none",
+            "--batch-size", "256", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # The data's own statistics are used (digits: one channel), and only that is said.
+    assert out.count("normalised with the training split's mean/std") == 1
+    assert "assuming" not in out and "averaged" not in out
+    assert "3 input channels summed into 1" in out  # the rest of the load report is kept
+
+
+def test_compile_on_the_cpu_drops_only_torchs_no_cuda_runtime_line(caplog):
+    import logging
+
+    from cnnzoo.training.trainer import _quiet_compile_on_cpu
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    with caplog.at_level(logging.WARNING, logger=logger.name), _quiet_compile_on_cpu(True):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
+        logger.warning("another warning")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]
+    assert not logger.filters  # removed with the run
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/x")
+    assert len(caplog.records) == 1
+
+
+def test_train_help_says_which_optimizers_use_momentum(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--momentum MOMENTUM for the momentum and nesterov optimizers" in help_text
+    assert "rmsprop (" not in help_text.split("--momentum")[1].split("--")[0]
+
+
+def test_a_reporter_can_stop_the_run_which_is_then_finished_as_it_is(tmp_path):
+    from cnnzoo.progress import Reporter
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import fit
+
+    class StopAfterTwo(Reporter):
+        def should_stop(self, history):
+            return len(history) >= 2
+
+    config = TrainConfig(model="mlp", epochs=4, augment="none", batch_size=256, quiet=True,
+                         out=str(tmp_path))  # fmt: skip
+    result = fit(config, reporter=StopAfterTwo())
+    assert result.stopped and [h["epoch"] for h in result.history] == [1, 2]
+    assert len(metrics(tmp_path)) == 2
+    for name in ("model.safetensors", "curves.png", "confusion.png"):
+        assert (tmp_path / name).is_file(), name
+    # The weights are the last trained epoch's, as in its checkpoint.
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert state["epoch"] == 2 and all(torch.equal(weights[k], state["model"][k]) for k in weights)

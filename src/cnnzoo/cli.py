@@ -185,7 +185,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help=f"global batch size ({d.batch_size})")
     p.add_argument("--optimizer", help=f"{', '.join(OPTIMIZERS)} ({d.optimizer})")
     p.add_argument("--lr", type=float, help=f"learning rate ({d.lr})")
-    p.add_argument("--momentum", type=float, help=f"for momentum/nesterov/rmsprop ({d.momentum})")
+    p.add_argument(
+        "--momentum", type=float, help=f"for the momentum and nesterov optimizers ({d.momentum})"
+    )
     p.add_argument(
         "--weight-decay", type=float, help=f"never on norm layers or biases ({d.weight_decay})"
     )

@@ -1,9 +1,10 @@
 """What a training run tells its user as it goes.
 
 :class:`Reporter` is the protocol the trainer calls (``log``, ``start_epoch``, ``step``,
-``end_epoch``) and says nothing; :class:`EpochProgress` is the console's, for ``cnnzoo train``
-and ``cnnzoo compare``: a bar per epoch on a terminal, plain lines elsewhere (logs, pipes, CI),
-nothing but errors when quiet. The trainer itself stays free of any console.
+``end_epoch``, and ``should_stop`` before each epoch) and says nothing; :class:`EpochProgress`
+is the console's, for ``cnnzoo train`` and ``cnnzoo compare``: a bar per epoch on a terminal,
+plain lines elsewhere (logs, pipes, CI), nothing but errors when quiet. The trainer itself
+stays free of any console.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class Reporter:
 
     def end_epoch(self) -> None:
         pass
+
+    def should_stop(self, history: list[dict]) -> bool:
+        """Asked before each epoch with the epochs so far (``metrics.jsonl``'s rows, a resumed
+        run's included): true ends the run there, as if it had been planned that long."""
+        return False
 
 
 class EpochProgress(Reporter):

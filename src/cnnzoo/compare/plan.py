@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.registry import ModelSpec, get_spec
+from cnnzoo.training.config import training_options
 
 # The classic line-up, in paper order: the issue's default list.
 DEFAULT_MODELS = (
@@ -169,15 +170,9 @@ class Plan:
         }
 
 
-def train_options(spec: ModelSpec) -> dict[str, object]:
-    """The model options the trainer builds with (GoogLeNet trains with its auxiliary heads),
-    which can narrow the valid sizes."""
-    return {"aux_logits": True} if "aux_logits" in spec.accepts() else {}
-
-
 def fit_side(spec: ModelSpec, side: int) -> int:
     """``side`` moved into the model's valid range (up to its minimum, down to its maximum)."""
-    low, high = spec.size_range(**train_options(spec))
+    low, high = spec.size_range(**training_options(spec))
     side = max(side, low)
     return side if high is None else min(side, high)
 
@@ -207,60 +202,15 @@ def make_plan(config: CompareConfig) -> Plan:
         )
     models = _models(config, experiment)
     backend = _choice("--backend", config.backend, BENCH_BACKENDS)
-    if config.epochs is not None:
-        _positive_int("--epochs", config.epochs)
-    if config.budget_seconds is not None:
-        b = config.budget_seconds
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
-            raise InvalidArgumentError(f"--budget-seconds must be a number above 0, got {b!r}.")
-    _positive_int("--batch-size", config.batch_size)
+    seeds = _check_numbers(config)
     lr = config.lr
-    if lr is not None and (
-        isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf
-    ):
-        raise InvalidArgumentError(f"--lr must be a number above 0, got {lr!r}.")
-    if config.bench_rounds is not None:
-        _positive_int("--rounds", config.bench_rounds)
-    if config.threads is not None:
-        _positive_int("--threads", config.threads)
-    seeds = list(config.seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise InvalidArgumentError(
-            f"--seeds must be whole numbers ≥ 0, e.g. 0,1,2; got {config.seeds!r}."
-        )
-    if len(set(seeds)) != len(seeds):
-        raise InvalidArgumentError(
-            f"--seeds lists a seed twice ({config.seeds!r}): list each once."
-        )
-
     if experiment:
         side, default_epochs = DEGRADATION_SIDE, DEGRADATION_EPOCHS
     elif config.quick:
         side, default_epochs = QUICK_SIDE, QUICK_EPOCHS
     else:
         side, default_epochs = DEFAULT_SIDE, DEFAULT_EPOCHS
-    sizes: dict[str, int] = {}
-    for name in models:
-        spec = get_spec(name)
-        if config.image_size is not None:
-            _positive_int("--image-size", config.image_size)
-            low, high = spec.size_range(**train_options(spec))
-            if config.image_size < low or (high is not None and config.image_size > high):
-                valid = f"{low}+" if high is None else f"{low}-{high}"
-                raise InputSizeError(
-                    f"--image-size {config.image_size}: {name} takes {valid} pixels a side; leave "
-                    f"--image-size out to give each model a side it takes, or leave {name} out."
-                )
-            sizes[name] = config.image_size
-        else:
-            sizes[name] = fit_side(spec, side)
-    if config.image_size is not None:
-        rule = f"--image-size {config.image_size} for every model"
-    else:
-        rule = (
-            f"{side}×{side} for every model that takes it; a model outside its valid range gets "
-            "the nearest side it takes (its minimum or its fixed size)"
-        )
+    sizes, rule = _sizes(config, models, side)
     epochs = None if config.budget_seconds is not None else (config.epochs or default_epochs)
     return Plan(
         models=models,
@@ -293,6 +243,62 @@ def make_plan(config: CompareConfig) -> Plan:
         cache_dir=config.cache_dir,
         quick=config.quick,
         command=list(config.command or []),
+    )
+
+
+def _check_numbers(config: CompareConfig) -> list[int]:
+    """Check the budget, batch size, rate, rounds, threads and seeds; return the seeds."""
+    if config.epochs is not None:
+        _positive_int("--epochs", config.epochs)
+    if config.budget_seconds is not None:
+        b = config.budget_seconds
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
+            raise InvalidArgumentError(f"--budget-seconds must be a number above 0, got {b!r}.")
+    _positive_int("--batch-size", config.batch_size)
+    lr = config.lr
+    if lr is not None and (
+        isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf
+    ):
+        raise InvalidArgumentError(f"--lr must be a number above 0, got {lr!r}.")
+    if config.bench_rounds is not None:
+        _positive_int("--rounds", config.bench_rounds)
+    if config.threads is not None:
+        _positive_int("--threads", config.threads)
+    seeds = list(config.seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise InvalidArgumentError(
+            f"--seeds must be whole numbers ≥ 0, e.g. 0,1,2; got {config.seeds!r}."
+        )
+    if len(set(seeds)) != len(seeds):
+        raise InvalidArgumentError(
+            f"--seeds lists a seed twice ({config.seeds!r}): list each once."
+        )
+    return seeds
+
+
+def _sizes(config: CompareConfig, models: list[str], side: int) -> tuple[dict[str, int], str]:
+    """Each model's side (``--image-size`` if every model takes it, else ``side`` moved into
+    each model's range) and the rule in words."""
+    sizes: dict[str, int] = {}
+    for name in models:
+        spec = get_spec(name)
+        if config.image_size is not None:
+            _positive_int("--image-size", config.image_size)
+            low, high = spec.size_range(**training_options(spec))
+            if config.image_size < low or (high is not None and config.image_size > high):
+                valid = f"{low}+" if high is None else f"{low}-{high}"
+                raise InputSizeError(
+                    f"--image-size {config.image_size}: {name} takes {valid} pixels a side; leave "
+                    f"--image-size out to give each model a side it takes, or leave {name} out."
+                )
+            sizes[name] = config.image_size
+        else:
+            sizes[name] = fit_side(spec, side)
+    if config.image_size is not None:
+        return sizes, f"--image-size {config.image_size} for every model"
+    return sizes, (
+        f"{side}×{side} for every model that takes it; a model outside its valid range gets "
+        "the nearest side it takes (its minimum or its fixed size)"
     )
 
 

@@ -7,34 +7,31 @@ run with a checkpoint continues with ``resume=True`` (the trainer's exact resume
 starts afresh. A run made with other settings (image size, seed, budget...) is refused rather
 than mixed in.
 
-A time budget (``budget_seconds``) plans the epochs from a short timing of a few training steps,
-so that the learning-rate schedule runs to its end within the budget, and stops after the epoch
-whose training time crosses the budget in case the estimate was short. The trainer has no stop
-hook, so the stop is an exception raised by the run's reporter at the start of the next epoch
-(the finished epoch's checkpoint is on disk by then), and a second ``fit`` with ``epochs`` set to
-the epochs trained and ``resume=True`` writes the weights, plots and confusion matrix.
+A time budget (``budget_seconds``) plans the epochs from a short timing of a few training steps
+(the trainer's own, :func:`cnnzoo.training.trainer.step_seconds`), so that the learning-rate
+schedule runs to its end within the budget, and stops after the epoch whose training time
+crosses the budget in case the estimate was short: the run's reporter answers the trainer's
+``should_stop`` before each epoch, and the trainer ends the run there, writing the weights, plots
+and confusion matrix as for a finished run. ``compare.json`` then records the stop, so that the
+run counts as finished. One ``fit`` per run; the comparison has no training step of its own.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan, train_options
+from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan
 from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.data import DataBundle
 from cnnzoo.errors import CheckpointError
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.progress import Reporter
-from cnnzoo.registry import create_model, get_spec
 from cnnzoo.training.config import TrainConfig
-from cnnzoo.training.trainer import fit
+from cnnzoo.training.trainer import fit, step_seconds
 
 MARKER = "compare.json"  # the comparison's own record beside the trainer's files
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "last.pt"
@@ -102,32 +99,27 @@ class RunRecord:
         }
 
 
-class _BudgetSpent(Exception):
-    """Raised by :class:`_RunReporter` to end a run whose training time crossed its budget."""
-
-
 class _RunReporter(Reporter):
-    """Passes the trainer's calls on, and keeps the training time for the budget."""
+    """Passes the trainer's calls on, and stops the run once its training time (the epochs'
+    ``seconds``, a resumed run's earlier epochs included) reaches the budget."""
 
-    def __init__(self, outer: CompareReporter, budget: float | None, spent: float) -> None:
-        self.outer, self.budget, self.spent = outer, budget, spent
-        self.started = 0.0
+    def __init__(self, outer: CompareReporter, budget: float | None) -> None:
+        self.outer, self.budget = outer, budget
 
     def log(self, text: str) -> None:
         self.outer.log(text)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.budget is not None and self.spent >= self.budget:
-            raise _BudgetSpent
-        self.started = time.perf_counter()
         self.outer.start_epoch(epoch, epochs, steps)
 
     def step(self, images: int, loss: float) -> None:
         self.outer.step(images, loss)
 
     def end_epoch(self) -> None:
-        self.spent += time.perf_counter() - self.started
         self.outer.end_epoch()
+
+    def should_stop(self, history: list[dict]) -> bool:
+        return self.budget is not None and sum(h["seconds"] for h in history) >= self.budget
 
 
 def read_history(folder: Path) -> list[dict[str, Any]]:
@@ -138,12 +130,14 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
 
 
 def is_finished(folder: Path) -> bool:
-    """Whether the trainer finished the run in ``folder``: weights written and every epoch of
-    its config in the metrics."""
+    """Whether the trainer finished the run in ``folder``: weights written, and every epoch of
+    its config in the metrics or the budget's stop recorded in ``compare.json``."""
     if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
         return False
     epochs = json.loads((folder / CONFIG).read_text())["config"]["epochs"]
-    return len(read_history(folder)) == epochs
+    marker = folder / MARKER
+    stopped = marker.is_file() and json.loads(marker.read_text()).get("stopped_by_budget")
+    return bool(stopped) or len(read_history(folder)) == epochs
 
 
 def train_run(
@@ -196,22 +190,16 @@ def train_run(
         atomic_write_text(out / MARKER, json.dumps(marker, indent=1) + "\n")
     planned = marker["planned_epochs"]
     resume = (out / CHECKPOINT).is_file()
-    history = read_history(out) if resume else []
-    run_reporter = _RunReporter(reporter, plan.budget_seconds, sum(h["seconds"] for h in history))
     config = replace(config, epochs=planned, resume=resume)
-    command = _train_command(config)
-    stopped = False
-    try:
-        fit(config, argv=command, reporter=run_reporter)
-    except _BudgetSpent:
-        # The budget ran out before the planned epochs: finish the run at the epochs trained
-        # (the trainer writes the weights, curves and confusion matrix; nothing trains).
-        stopped = True
-        trained = len(read_history(out))
-        fit(replace(config, epochs=trained, resume=True), argv=command, reporter=Reporter())
+    result = fit(
+        config, argv=_train_command(config), reporter=_RunReporter(reporter, plan.budget_seconds)
+    )
+    if result.stopped:  # the budget ended it before the planned epochs: finished as it is
+        marker["stopped_by_budget"] = True
+        atomic_write_text(out / MARKER, json.dumps(marker, indent=1) + "\n")
     return RunRecord(
-        model, seed, out, size, read_history(out), planned, "resumed" if resume else "trained",
-        stopped_by_budget=stopped,
+        model, seed, out, size, result.history, planned, "resumed" if resume else "trained",
+        stopped_by_budget=result.stopped,
     )  # fmt: skip
 
 
@@ -265,36 +253,11 @@ def _check_existing(plan: Plan, model: str, seed: int, out: Path) -> dict[str, A
 
 
 def _budget_epochs(config: TrainConfig, budget: float | None, data: DataBundle) -> int:
-    """Epochs that fit ``budget`` seconds, from the median time of a few training steps of the
-    model on random images of the run's shape (the data pipeline and the epoch's bookkeeping
-    add ~10%, allowed for), between 1 and :data:`MAX_BUDGET_EPOCHS`."""
+    """Epochs that fit ``budget`` seconds, from the median time of a few of the trainer's
+    training steps on random images of the run's shape (the data pipeline and the epoch's
+    bookkeeping add ~10%, allowed for), between 1 and :data:`MAX_BUDGET_EPOCHS`."""
     assert budget is not None
-    from cnnzoo.training.optim import build_optimizer
-    from cnnzoo.training.trainer import resolve_device
-
-    spec = get_spec(config.model)
-    device = resolve_device(config.device)
-    generator = torch.Generator().manual_seed(config.seed)
-    net = create_model(
-        config.model, num_classes=data.num_classes, in_chans=data.in_chans, **train_options(spec)
-    ).to(device)
-    optimizer = build_optimizer(net, config.optimizer, lr=config.lr, weight_decay=0.0)
-    shape = (config.batch_size, data.in_chans, config.image_size, config.image_size)
-    x = torch.randn(shape, generator=generator).to(device)
-    y = torch.randint(data.num_classes, (config.batch_size,), generator=generator).to(device)
-    times = []
-    net.train()
-    for _ in range(4):
-        start = time.perf_counter()
-        out = net(x)
-        logits = out[0] if isinstance(out, tuple) else out
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    times = step_seconds(config, data, steps=4)
     steps = -(-len(data.train) // config.batch_size)
     epoch_s = 1.1 * statistics.median(times[1:]) * steps  # the first step warms caches up
     return max(1, min(MAX_BUDGET_EPOCHS, int(budget // epoch_s)))

@@ -59,6 +59,8 @@ _ALIASES = {
     "cifar-10": "cifar10",
     "cifar-100": "cifar100",
 }
+# Side of the images of the built-in and standard datasets; an image folder's images may differ.
+NATIVE_SIDES = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
 _IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -306,6 +308,23 @@ def _check_arguments(image_size: int | None, in_chans: int | None, augment: str)
         raise InvalidArgumentError(
             f"unknown augment {augment!r}: choose one of {', '.join(AUGMENTS)}."
         )
+
+
+def dataset_key(name: str) -> str:
+    """The dataset ``name`` means, as :func:`load_dataset` reads it: case, ``_``/``-`` and
+    aliases resolved (``CIFAR10``, ``cifar-10`` → ``cifar10``), ``imagefolder`` for
+    ``imagefolder:PATH``.
+
+    Raises:
+        DataError: an unknown name (close matches suggested).
+    """
+    return _parse_name(name)[0]
+
+
+def native_side(name: str) -> int | None:
+    """The side of the images of dataset ``name`` (any spelling :func:`dataset_key` accepts);
+    ``None`` for an image folder."""
+    return NATIVE_SIDES.get(dataset_key(name))
 
 
 def _parse_name(name: str) -> tuple[str, Path | None]:

@@ -53,9 +53,11 @@ def make_loader(
         shuffle: shuffle with a generator seeded from (seed, epoch). Ignored when ``sampler`` is
             given: the sampler owns the order (a ``DistributedSampler`` is told the epoch here).
         seed: the run's seed.
-        epoch: the epoch this loader serves (0-based).
+        epoch: the epoch this loader serves, counted as the caller counts (the trainer from 1);
+            it only has to differ between epochs.
         num_workers: worker processes; 0 loads in the main process.
-        sampler: e.g. ``DistributedSampler``; its ``set_epoch(epoch)`` is called when it has one.
+        sampler: e.g. ``DistributedSampler``; its ``set_epoch(epoch)`` is called here when it
+            has one, so the caller does not.
         drop_last: drop the last incomplete batch.
     """
     generator = torch.Generator()

@@ -7,17 +7,43 @@ import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cnnzoo.data.transforms import AUGMENTS
 from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
+
+if TYPE_CHECKING:
+    from cnnzoo.registry import ModelSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-AUGMENTS = ("none", "light", "standard")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one option of :class:`TrainConfig` is checked.
+
+    Attributes:
+        kind: ``"int"``, ``"number"`` (int or float, finite), ``"bool"``, ``"text"`` or
+            ``"choice"`` (one of ``choices``).
+        low: the smallest value allowed (``None``: no bound).
+        above: ``low`` itself is not allowed (``lr > 0``).
+        below: values must be smaller than this (``label_smoothing < 1``).
+        optional: ``None`` is allowed (and means "the default rule").
+        choices: the names a ``"choice"`` takes.
+    """
+
+    kind: str
+    low: float | None = None
+    above: bool = False
+    below: float | None = None
+    optional: bool = False
+    choices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -62,35 +88,8 @@ class TrainConfig:
     head_lr: float | None = None
 
     def __post_init__(self) -> None:
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise InvalidArgumentError(
-                f"--num-workers must be 0 or more, got {self.num_workers!r}."
-            )
-        for name in ("lr", "momentum", "weight_decay", "warmup", "label_smoothing", "aux_weight"):
-            value = getattr(self, name)
-            if value is None and name == "warmup":
-                continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                flag = "--" + name.replace("_", "-")
-                raise InvalidArgumentError(f"{flag} must be a number ≥ 0, got {value!r}.")
-        if self.lr == 0:
-            raise InvalidArgumentError("--lr must be greater than 0.")
-        if self.label_smoothing >= 1:
-            raise InvalidArgumentError("--label-smoothing must be below 1 (0.1 is usual).")
-        if self.image_size is not None:
-            _positive_int("image_size", self.image_size)
-        if self.head_lr is not None and not (math.isfinite(self.head_lr) and self.head_lr > 0):
-            raise InvalidArgumentError(f"--head-lr must be greater than 0, got {self.head_lr!r}.")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise InvalidArgumentError(f"--dropout must be in [0, 1), got {self.dropout!r}.")
-        from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
-
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("augment", self.augment, AUGMENTS)
-        _choice("device", self.device, DEVICES)
+        for name, option in OPTIONS.items():
+            check_option(name, getattr(self, name), option)
 
     @property
     def warmup_epochs(self) -> float:
@@ -104,17 +103,94 @@ class TrainConfig:
         return asdict(self)
 
 
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        flag = "--" + name.replace("_", "-")
-        raise InvalidArgumentError(f"{flag} must be a positive integer, got {value!r}.")
+# Every option of TrainConfig and its check: one table, so that a value from a config file
+# (where TOML gives strings, booleans and numbers alike) is checked as a flag's would be.
+OPTIONS: dict[str, Option] = {
+    "model": Option("text"),
+    "dataset": Option("text"),
+    "data_root": Option("text", optional=True),
+    "download": Option("bool"),
+    "epochs": Option("int", low=1),
+    "batch_size": Option("int", low=1),
+    "optimizer": Option("choice", choices=OPTIMIZERS),
+    "lr": Option("number", low=0, above=True),
+    "momentum": Option("number", low=0),
+    "weight_decay": Option("number", low=0),
+    "schedule": Option("choice", choices=SCHEDULES),
+    "warmup": Option("number", low=0, optional=True),
+    "label_smoothing": Option("number", low=0, below=1),
+    "augment": Option("choice", choices=AUGMENTS),
+    "dropout": Option("number", low=0, below=1, optional=True),
+    "image_size": Option("int", low=1, optional=True),
+    "seed": Option("int", low=0),
+    "deterministic": Option("bool"),
+    "device": Option("choice", choices=DEVICES),
+    "amp": Option("bool"),
+    "channels_last": Option("bool"),
+    "compile": Option("bool"),
+    "out": Option("text"),
+    "resume": Option("bool"),
+    "num_workers": Option("int", low=0),
+    "quiet": Option("bool"),
+    "aux_weight": Option("number", low=0),
+    "weights": Option("text", optional=True),
+    "freeze": Option("text"),
+    "head_lr": Option("number", low=0, above=True, optional=True),
+}
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise InvalidArgumentError(f"--{name} {value!r} is not one of {', '.join(choices)}{hint}.")
+def check_option(name: str, value: object, option: Option) -> None:
+    """Raise :class:`InvalidArgumentError` naming ``--name`` and what it takes unless ``value``
+    is what ``option`` allows."""
+    flag = "--" + name.replace("_", "-")
+    if value is None and option.optional:
+        return
+    if option.kind == "choice":
+        if value not in option.choices:
+            close = difflib.get_close_matches(str(value), option.choices, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InvalidArgumentError(
+                f"{flag} {value!r} is not one of {', '.join(option.choices)}{hint}."
+            )
+        return
+    if option.kind == "bool":
+        if not isinstance(value, bool):
+            key = name.replace("_", "-")
+            raise InvalidArgumentError(
+                f"{flag} must be true or false, got {value!r} (in a config file: {key} = true, "
+                "without quotes)."
+            )
+        return
+    if option.kind == "text":
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"{flag} must be a string, got {value!r}.")
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if option.kind == "int":
+        number = number and isinstance(value, int)
+    else:
+        number = number and math.isfinite(value)
+    low, below = option.low, option.below
+    if number:
+        too_low = low is not None and (value <= low if option.above else value < low)
+        number = not too_low and (below is None or value < below)
+    if not number:
+        raise InvalidArgumentError(f"{flag} must be {_rule(option)}, got {value!r}.")
+
+
+def _rule(option: Option) -> str:
+    """What a number option takes, in words: "a positive integer", "a number ≥ 0", ..."""
+    if option.kind == "int":
+        return "a positive integer" if option.low == 1 else f"a whole number ≥ {option.low:g}"
+    if option.below is not None:
+        return f"a number in [{option.low:g}, {option.below:g})"
+    return f"a number {'>' if option.above else '≥'} {option.low:g}"
+
+
+def training_options(spec: ModelSpec) -> dict[str, Any]:
+    """The model options every training run builds with: GoogLeNet trains with its auxiliary
+    classifiers (loss = main + 0.3 · aux, as in the paper). They can narrow the valid sizes."""
+    return {"aux_logits": True} if "aux_logits" in spec.accepts() else {}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

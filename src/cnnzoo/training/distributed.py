@@ -1,11 +1,14 @@
 """PyTorch DDP under torchrun: set-up, teardown, and metric reduction.
 
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the run is a single
-process and every function here is a no-op. CPU processes use gloo, GPUs nccl.
+process and every function here is a no-op. CPU processes use gloo; GPU processes use nccl for
+CUDA tensors and gloo for CPU ones (:func:`backend_for`): the metric sums are CPU tensors, which
+nccl alone rejects.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -30,14 +33,19 @@ class Dist:
         return self.rank == 0
 
 
+def backend_for(device_type: str) -> str:
+    """The process-group backend for a run on ``device_type``: on CUDA one backend per device
+    type, so that DDP's gradients go through nccl while the CPU metric sums go through gloo."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
 def init(device_type: str) -> Dist:
     """Join the process group that torchrun describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Dist()
-    backend = "nccl" if device_type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend_for(device_type))
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
 
@@ -55,15 +63,23 @@ def all_reduce_sum(tensor: torch.Tensor, info: Dist) -> torch.Tensor:
     return tensor
 
 
+def all_finite(value: float, info: Dist) -> bool:
+    """Whether ``value`` is finite on every process. Every process must call it at the same
+    point: a process that stopped alone would leave the others waiting in DDP's all-reduce."""
+    if not info.enabled:
+        return math.isfinite(value)
+    bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
+    return all_reduce_sum(bad, info).item() == 0
+
+
+def any_true(flag: bool, info: Dist) -> bool:
+    """Whether ``flag`` is set on any process (e.g. rank 0's reporter says stop), for every
+    process."""
+    if not info.enabled:
+        return flag
+    return all_reduce_sum(torch.tensor([float(flag)], dtype=torch.float64), info).item() > 0
+
+
 def barrier(info: Dist) -> None:
     if info.enabled:
         dist.barrier()
-
-
-def broadcast_flag(flag: bool, info: Dist) -> bool:
-    """Rank 0's decision, for every rank (e.g. "stop: the loss is not finite")."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([int(flag)])
-    dist.broadcast(t, src=0)
-    return bool(t.item())

@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnzoo.errors import TrainingDivergedError
 from cnnzoo.training import fault as faults
-from cnnzoo.training.distributed import Dist, all_reduce_sum
+from cnnzoo.training.distributed import Dist, all_finite, all_reduce_sum
 
 
 @dataclass
@@ -65,6 +65,9 @@ def train_one_epoch(
     Raises:
         TrainingDivergedError: the loss is NaN or infinite (checked every step: a wasted epoch
             of NaNs costs more than one ``isfinite``), naming the epoch, step and learning rate.
+            Under DDP every process raises at the same step when any one's loss is not finite,
+            before ``backward``: one stopping alone would leave the others waiting in DDP's
+            gradient all-reduce for ever.
     """
     fault = faults.from_env()
     model.train()
@@ -74,19 +77,24 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     start = time.perf_counter()
     for step, (images, target) in enumerate(loader, start=1):
-        if fault and not fault.in_checkpoint and (fault.epoch, fault.step) == (epoch, step):
+        if fault and fault.kills_at(epoch, step):
             faults.kill()
         images, target = images.to(device, non_blocking=True), target.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, logits = _loss(model(images), target, label_smoothing, aux_weight)
+        if fault and fault.poisons(epoch, step, dist.rank):
+            loss = loss * float("nan")
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
+        if not all_finite(loss_value, dist):  # every process asks, at every step
             lr = optimizer.param_groups[0]["lr"]
+            where = "" if math.isfinite(loss_value) else f"the loss became {loss_value} "
+            if not where:  # this process's loss is fine; another's is not
+                where = "the loss became non-finite on another process "
             raise TrainingDivergedError(
-                f"the loss became {loss_value} at epoch {epoch}, step {step} (lr {lr:.3g}); "
-                f"the last good checkpoint is kept: lower --lr or add --warmup."
+                f"{where}at epoch {epoch}, step {step} (lr {lr:.3g}); the last good checkpoint "
+                "is kept: lower --lr or add --warmup."
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,11 +9,16 @@ uninterrupted run did (bitwise on CPU with ``--deterministic``).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import logging
 import os
 import platform
 import random
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.data import DataBundle, load_dataset, make_loader
+from cnnzoo.data.datasets import native_side
 from cnnzoo.errors import CheckpointError, InvalidArgumentError
 from cnnzoo.fileio import (
     atomic_copy,
@@ -34,13 +40,12 @@ from cnnzoo.fileio import (
 from cnnzoo.progress import Reporter
 from cnnzoo.registry import create_model, get_spec
 from cnnzoo.training import checkpoint, distributed
-from cnnzoo.training.config import TrainConfig
-from cnnzoo.training.loop import evaluate, train_one_epoch
+from cnnzoo.training.config import TrainConfig, training_options
+from cnnzoo.training.loop import EpochStats, EvalStats, evaluate, train_one_epoch
 from cnnzoo.training.optim import build_optimizer, build_scheduler
 
-# Native image side of the built-in and standard datasets; an image folder has none.
-NATIVE_SIZES = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
 LAST, BEST, WEIGHTS = "last.pt", "best.pt", "model.safetensors"
+CUBLAS = "CUBLAS_WORKSPACE_CONFIG"  # cuBLAS's deterministic mode needs a fixed workspace
 
 
 @dataclass
@@ -51,23 +56,69 @@ class RunResult:
     history: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     main_process: bool = True  # False on the other ranks of a distributed run
+    stopped: bool = False  # the reporter stopped it before its last epoch
 
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1]
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and torch (all devices); in deterministic mode also forbid the
-    non-deterministic kernels, so that a CPU run repeats bit for bit."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """Within the block, forbid the non-deterministic kernels (so that a CPU run repeats bit for
+    bit); afterwards, also when the block raises, restore torch's settings as they were: a
+    library call must not change the process it runs in."""
+    if not enabled:
+        yield
+        return
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    cublas = os.environ.get(CUBLAS)
+    os.environ.setdefault(CUBLAS, ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]
+        if cublas is None:
+            os.environ.pop(CUBLAS, None)
+
+
+class _NoCudaRuntimeNote(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." (logged when
+    ``torch.compile`` loads its C++ toolchain on a machine with a CUDA toolkit but no GPU): on a
+    CPU run it is expected and says nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+@contextlib.contextmanager
+def _quiet_compile_on_cpu(active: bool) -> Iterator[None]:
+    """The filter above on torch's ``cpp_extension`` logger for the run, removed afterwards."""
+    if not active:
+        yield
+        return
+    logger, note = logging.getLogger("torch.utils.cpp_extension"), _NoCudaRuntimeNote()
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,33 +139,49 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> int:
-    """The side images are resized to: ``--image-size`` if given (checked against the model),
-    else the data's native side moved into the model's valid range (up to its minimum, or to
-    its fixed size); an image folder without ``--image-size`` uses the model's default input."""
+    """The side images are resized to; :func:`image_size_rule` says why."""
+    return _image_size(config, spec, options)[0]
+
+
+def image_size_rule(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> str:
+    """Why the run trains at :func:`resolve_image_size`'s side, for the log."""
+    return _image_size(config, spec, options)[1]
+
+
+def _image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> tuple[int, str]:
+    """``--image-size`` if given (checked against the model), else the data's native side moved
+    into the model's valid range (up to its minimum, or to its fixed size). An image folder,
+    whose images may differ in size, trains at the model's default input: the size its
+    architecture and any pretrained weights were made for, and a cost that does not depend on
+    how large the photos are (``--image-size`` chooses another)."""
     low, high = spec.size_range(**options)
+    default = spec.input_size[1]
     if config.image_size is not None:
         spec.check_input(config.image_size, config.image_size, **options)
-        return config.image_size
-    native = NATIVE_SIZES.get(config.dataset)
+        return config.image_size, "--image-size"
+    native = native_side(config.dataset)  # any spelling the loader accepts (CIFAR10, cifar-10)
     if native is None:
-        return spec.input_size[1]
+        return default, (
+            f"{spec.name}'s default input: an image folder has no one image size (choose "
+            "another with --image-size)"
+        )
     if native < low:
-        return spec.input_size[1] if high is not None else low
+        if high is not None:
+            return default, f"{spec.name}'s fixed input ({native} is outside its range)"
+        return low, f"{spec.name}'s smallest input (the images are {native}×{native})"
     if high is not None and native > high:
-        return spec.input_size[1]
-    return native
+        return default, f"{spec.name}'s fixed input ({native} is outside its range)"
+    return native, "the images' own side"
 
 
 def _model_options(config: TrainConfig, spec: cnnzoo.ModelSpec) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+    options = training_options(spec)
     if config.dropout is not None:
         if "dropout" not in spec.accepts():
             raise InvalidArgumentError(
                 f"{spec.name} has no dropout layer to set: leave out --dropout."
             )
-        options["dropout"] = config.dropout
-    if "aux_logits" in spec.accepts():
-        options["aux_logits"] = True  # GoogLeNet trains with its auxiliary classifiers
+        options = {"dropout": config.dropout, **options}
     return options
 
 
@@ -142,9 +209,13 @@ def fit(
 ) -> RunResult:
     """Run the training that ``config`` describes; return the history and where files went.
 
+    The run ends after ``config.epochs`` epochs, or earlier when ``reporter.should_stop``
+    says so before an epoch (the epochs trained are kept and the weights written as for a
+    finished run; ``RunResult.stopped`` is then true).
+
     Raises:
         CnnzooError: a bad option, dataset, image size or checkpoint (one line each).
-        TrainingDivergedError: the loss became NaN or infinite.
+        TrainingDivergedError: the loss became NaN or infinite (on any process).
     """
     device = resolve_device(config.device)
     info = distributed.init(device.type)
@@ -153,17 +224,110 @@ def fit(
         torch.cuda.set_device(device)
     # Only rank 0 talks; the others train silently.
     reporter = reporter if reporter is not None and info.is_main else Reporter()
+    quiet_compile = config.compile and device.type != "cuda"
     try:
-        return _fit(config, argv, reporter, device, info)
+        with deterministic_mode(config.deterministic), _quiet_compile_on_cpu(quiet_compile):
+            run = _build(config, reporter.log, device, info)
+            if config.resume:
+                _resume(run, reporter.log)
+            _wrap(run)
+            _record(run, argv, reporter.log)
+            stats, stopped = _train_epochs(run, reporter)
+            if info.is_main:
+                _finish(run, stats)
+            return RunResult(run.out, run.history, run.notes, info.is_main, stopped)
     finally:
         distributed.shutdown(info)
 
 
-def _fit(config, argv, reporter, device, info) -> RunResult:
-    log = reporter.log
+@dataclass
+class _Run:
+    """One run as built (:func:`_build`) and trained: what the epochs read and change."""
+
+    config: TrainConfig
+    info: distributed.Dist
+    device: torch.device
+    out: Path
+    options: dict[str, Any]
+    image_size: int
+    data: DataBundle
+    model: nn.Module  # the model itself: checkpoints, evaluation, weights
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_sampler: torch.utils.data.DistributedSampler | None
+    val_loader: torch.utils.data.DataLoader
+    per_rank_batch: int
+    notes: list[str]
+    net: nn.Module | None = None  # what trains: the model, DDP-wrapped and/or compiled
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 1
+    best_acc: float = -1.0
+
+
+def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dist) -> _Run:
+    """Folders, data, model (from weights or fresh, frozen as asked), samplers, optimizer and
+    schedule, in the order that fixes the random draws (a resumed run repeats them)."""
     spec = get_spec(config.model)
     options = _model_options(config, spec)
     image_size = resolve_image_size(config, spec, options)
+    out = _prepare_out(config, log, info)
+    seed_everything(config.seed)
+    data = load_dataset(
+        config.dataset, root=config.data_root, image_size=image_size, augment=config.augment,
+        seed=config.seed, download=config.download,
+    )  # fmt: skip
+    notes = [*data.notes, f"image side {image_size}: {image_size_rule(config, spec, options)}"]
+    model, data = _build_model(config, options, data, notes)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    train_sampler, val_loader, per_rank_batch = _sampling(config, data, info)
+    steps_per_epoch = -(-len(train_sampler or data.train) // per_rank_batch)
+    optimizer = build_optimizer(
+        model, config.optimizer, lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, head_lr=config.head_lr,
+    )  # fmt: skip
+    scheduler = build_scheduler(
+        optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        warmup_epochs=config.warmup_epochs,
+    )  # fmt: skip
+    return _Run(
+        config, info, device, out, options, image_size, data, model, optimizer, scheduler,
+        train_sampler, val_loader, per_rank_batch, notes,
+    )  # fmt: skip
+
+
+def _sampling(
+    config: TrainConfig, data: DataBundle, info: distributed.Dist
+) -> tuple[torch.utils.data.DistributedSampler | None, torch.utils.data.DataLoader, int]:
+    """Each process's share: the training sampler (DDP only; the epoch's loader is made per
+    epoch), the validation loader and the batch per process."""
+    if config.batch_size % info.world_size:
+        raise InvalidArgumentError(
+            f"--batch-size {config.batch_size} is the global batch and must divide evenly over "
+            f"{info.world_size} processes."
+        )
+    per_rank_batch = config.batch_size // info.world_size
+    train_sampler, val_set = None, data.val
+    if info.enabled:
+        train_sampler = torch.utils.data.DistributedSampler(
+            data.train, info.world_size, info.rank, shuffle=True, seed=config.seed
+        )
+        # Disjoint, unpadded validation shards: every image is evaluated exactly once.
+        val_set = torch.utils.data.Subset(
+            data.val, range(info.rank, len(data.val), info.world_size)
+        )
+    val_loader = make_loader(
+        val_set, batch_size=256, shuffle=False, seed=config.seed, epoch=0,
+        num_workers=config.num_workers,
+    )  # fmt: skip
+    return train_sampler, val_loader, per_rank_batch
+
+
+def _prepare_out(config: TrainConfig, log, info: distributed.Dist) -> Path:
+    """``--out``, created by the main process, with temporaries of a killed run removed; a
+    folder holding a run is refused unless the run is resumed."""
     out = Path(config.out)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -173,26 +337,34 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
         raise CheckpointError(
             f"{out} already holds a run: add --resume to continue it, or choose another --out."
         )
-    seed_everything(config.seed, config.deterministic)
+    return out
 
-    data = load_dataset(
-        config.dataset,
-        root=config.data_root,
-        image_size=image_size,
-        augment=config.augment,
-        seed=config.seed,
-        download=config.download,
-    )
-    notes = list(data.notes)
-    if config.weights:
+
+# What load_weights says about a file's preprocessing when the file records none: when the
+# trainer then normalises with the data's own statistics, these lines are not what happens.
+_ASSUMED_NOTES = ("the file records no preprocessing", "mean/std averaged", "mean/std repeated")
+
+
+def _build_model(
+    config: TrainConfig, options: dict[str, Any], data: DataBundle, notes: list[str]
+) -> tuple[nn.Module, DataBundle]:
+    """The model, fresh or from ``--weights`` (then the data is normalised as the weights
+    were trained, when they say how), frozen as asked; notes say what was done."""
+    if not config.weights:
+        model = create_model(
+            config.model, num_classes=data.num_classes, in_chans=data.in_chans, **options
+        )
+    else:
         from cnnzoo.weights import load_weights
 
         model, report = load_weights(
             config.model, config.weights, num_classes=data.num_classes, in_chans=data.in_chans,
             **options,
         )  # fmt: skip
-        notes += [f"weights {config.weights}:", *("  " + line for line in report.lines())]
         pre = model.pretrained_cfg
+        if pre.source == "assumed":
+            report.notes = [n for n in report.notes if not n.startswith(_ASSUMED_NOTES)]
+        notes += [f"weights {config.weights}:", *("  " + line for line in report.lines())]
         if pre.source == "assumed":
             notes.append("normalised with the training split's mean/std: the weights record none")
         else:
@@ -200,169 +372,157 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
                 pre.mean, pre.std, f"the weights were trained ({pre.source})"
             )
             notes.append(data.notes[-1])
-    else:
-        model = create_model(
-            config.model, num_classes=data.num_classes, in_chans=data.in_chans, **options
-        )
     frozen = model.freeze(config.freeze)
     if frozen:
         notes.append(f"frozen (no gradients, BatchNorm statistics fixed): {', '.join(frozen)}")
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    return model, data
 
-    if config.batch_size % info.world_size:
-        raise InvalidArgumentError(
-            f"--batch-size {config.batch_size} is the global batch and must divide evenly over "
-            f"{info.world_size} processes."
+
+def _resume(run: _Run, log) -> None:
+    """Model, optimizer, schedule, history and random generators from ``last.pt``."""
+    path = run.out / LAST
+    state = checkpoint.load(path)
+    if state.get("model_name") != run.config.model:
+        raise CheckpointError(
+            f"{path} is a checkpoint of {state.get('model_name')!r}, not "
+            f"{run.config.model!r}: resume with --model {state.get('model_name')} or another "
+            "--out."
         )
-    per_rank_batch = config.batch_size // info.world_size
-    train_sampler = None
-    if info.enabled:
-        train_sampler = torch.utils.data.DistributedSampler(
-            data.train, info.world_size, info.rank, shuffle=True, seed=config.seed
-        )
-    # Disjoint, unpadded validation shards: every image is evaluated exactly once.
-    val_set = data.val
-    if info.enabled:
-        val_set = torch.utils.data.Subset(
-            data.val, range(info.rank, len(data.val), info.world_size)
-        )
-    val_loader = make_loader(
-        val_set, batch_size=256, shuffle=False, seed=config.seed, epoch=0,
-        num_workers=config.num_workers,
-    )  # fmt: skip
-    steps_per_epoch = -(-len(train_sampler or data.train) // per_rank_batch)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.history = list(state["history"])
+    run.start_epoch, run.best_acc = state["epoch"] + 1, state["best_acc"]
+    checkpoint.set_rng_state(state["rng"])
+    log(f"resumed from {path} after epoch {state['epoch']}")
 
-    optimizer = build_optimizer(
-        model, config.optimizer, lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, head_lr=config.head_lr,
-    )  # fmt: skip
-    scheduler = build_scheduler(
-        optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        warmup_epochs=config.warmup_epochs,
-    )  # fmt: skip
 
-    history: list[dict[str, Any]] = []
-    start_epoch, best_acc = 1, -1.0
-    if config.resume:
-        state = checkpoint.load(out / LAST)
-        if state.get("model_name") != config.model:
-            raise CheckpointError(
-                f"{out / LAST} is a checkpoint of {state.get('model_name')!r}, not "
-                f"{config.model!r}: resume with --model {state.get('model_name')} or another --out."
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch, best_acc = state["epoch"] + 1, state["best_acc"]
-        checkpoint.set_rng_state(state["rng"])
-        log(f"resumed from {out / LAST} after epoch {state['epoch']}")
-
-    net: nn.Module = model
-    if info.enabled:
+def _wrap(run: _Run) -> None:
+    """What trains: the model under DDP when distributed, compiled when asked."""
+    net: nn.Module = run.model
+    if run.info.enabled:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
         )
-    if config.compile:
-        net = torch.compile(net)
+    run.net = torch.compile(net) if run.config.compile else net
 
-    resolved = config.to_dict() | {
-        "image_size": image_size,
-        "in_chans": data.in_chans,
-        "warmup": config.warmup_epochs,
+
+def _resolved(run: _Run) -> dict[str, Any]:
+    return run.config.to_dict() | {
+        "image_size": run.image_size,
+        "in_chans": run.data.in_chans,
+        "warmup": run.config.warmup_epochs,
     }
+
+
+def _record(run: _Run, argv: list[str] | None, log) -> None:
+    """``config.json`` (main process), then the notes and what trains, in the log."""
+    config, data, info = run.config, run.data, run.info
     if info.is_main:
-        atomic_write_text(
-            out / "config.json",
-            json.dumps(
-                {
-                    "config": resolved,
-                    "model_options": options,
-                    "dataset": {"classes": data.class_names, "mean": data.mean, "std": data.std},
-                    "world_size": info.world_size,
-                    "versions": _versions(),
-                    "command": argv if argv is not None else sys.argv,
-                    "notes": notes,
-                },
-                indent=2,
-            ),
-        )
-    for note in notes:
+        record = {
+            "config": _resolved(run),
+            "model_options": run.options,
+            "dataset": {"classes": data.class_names, "mean": data.mean, "std": data.std},
+            "world_size": info.world_size,
+            "versions": _versions(),
+            "command": argv if argv is not None else sys.argv,
+            "notes": run.notes,
+        }
+        atomic_write_text(run.out / "config.json", json.dumps(record, indent=2))
+    for note in run.notes:
         log(note)
+    params = sum(p.numel() for p in run.model.parameters())
+    side = run.image_size
     log(
-        f"training {config.model} ({sum(p.numel() for p in model.parameters()):,} params) on "
-        f"{config.dataset} at {data.in_chans}×{image_size}×{image_size}, {len(data.train):,} "
-        f"train / {len(data.val):,} val images, {config.epochs} epochs, {device.type}"
+        f"training {config.model} ({params:,} params) on {config.dataset} at "
+        f"{data.in_chans}×{side}×{side}, {len(data.train):,} train / {len(data.val):,} val "
+        f"images, {config.epochs} epochs, {run.device.type}"
         + (f", {info.world_size} processes" if info.enabled else "")
     )
 
+
+def _train_epochs(run: _Run, reporter: Reporter) -> tuple[EvalStats | None, bool]:
+    """The epochs: train, evaluate, record, checkpoint. Returns the last evaluation (``None``
+    when no epoch ran) and whether the reporter stopped the run early."""
+    config, data, info = run.config, run.data, run.info
     stats = None
-    for epoch in range(start_epoch, config.epochs + 1):
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
+    for epoch in range(run.start_epoch, config.epochs + 1):
+        # Every process asks, so that all stop together (only rank 0's reporter can say yes).
+        if distributed.any_true(reporter.should_stop(run.history), info):
+            return stats, True
+        # The loader seeds this epoch's order and augmentations (and tells the sampler).
         train_loader = make_loader(
-            data.train, batch_size=per_rank_batch, shuffle=train_sampler is None,
+            data.train, batch_size=run.per_rank_batch, shuffle=run.train_sampler is None,
             seed=config.seed, epoch=epoch, num_workers=config.num_workers,
-            sampler=train_sampler,
+            sampler=run.train_sampler,
         )  # fmt: skip
-        lr = optimizer.param_groups[0]["lr"]
+        lr = run.optimizer.param_groups[0]["lr"]
         reporter.start_epoch(epoch, config.epochs, len(train_loader))
         train = train_one_epoch(
-            net, train_loader, optimizer, scheduler, epoch=epoch, device=device, dist=info,
-            label_smoothing=config.label_smoothing, aux_weight=config.aux_weight,
+            run.net, train_loader, run.optimizer, run.scheduler, epoch=epoch, device=run.device,
+            dist=info, label_smoothing=config.label_smoothing, aux_weight=config.aux_weight,
             amp=config.amp, channels_last=config.channels_last, on_step=reporter.step,
         )  # fmt: skip
         reporter.end_epoch()
         stats = evaluate(
-            model, val_loader, data.num_classes, device=device, dist=info,
+            run.model, run.val_loader, data.num_classes, device=run.device, dist=info,
             channels_last=config.channels_last,
         )  # fmt: skip
-        row = {
-            "epoch": epoch,
-            "train_loss": train.loss,
-            "train_acc": train.acc,
-            "val_loss": stats.loss,
-            "val_acc": stats.acc,
-            **({"val_top5": stats.top5} if stats.top5 is not None else {}),
-            "val_images": stats.images,
-            "lr": lr,
-            "seconds": train.seconds,
-            "images_per_s": train.images / train.seconds if train.seconds else 0.0,
-        }
-        history.append(row)
-        improved = stats.acc > best_acc
-        best_acc = max(best_acc, stats.acc)
+        run.history.append(_epoch_row(epoch, train, stats, lr))
+        improved = stats.acc > run.best_acc
+        run.best_acc = max(run.best_acc, stats.acc)
         if info.is_main:
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            state = {
-                "model_name": config.model,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "best_acc": best_acc,
-                "history": history,
-                "config": resolved,
-                "metadata": _metadata(config, data, image_size),
-                "rng": checkpoint.rng_state(),
-                "versions": _versions(),
-            }
-            checkpoint.save(out / LAST, state, epoch)
-            if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
-                atomic_copy(out / LAST, out / BEST)
+            _save_epoch(run, epoch, improved)
         distributed.barrier(info)
-        top5 = f" top-5 {100 * stats.top5:.2f}%" if stats.top5 is not None else ""
-        log(
-            f"epoch {epoch}/{config.epochs}: train loss {train.loss:.4f} acc "
-            f"{100 * train.acc:.2f}% | val loss {stats.loss:.4f} acc {100 * stats.acc:.2f}%"
-            f"{top5} | {row['images_per_s']:.0f} img/s"
-        )
+        reporter.log(_epoch_line(run.history[-1], config.epochs))
+    return stats, False
 
-    if info.is_main:
-        _finish(out, config, model, data, image_size, history, stats)
-    return RunResult(out, history, notes, info.is_main)
+
+def _epoch_row(epoch: int, train: EpochStats, stats: EvalStats, lr: float) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``."""
+    return {
+        "epoch": epoch,
+        "train_loss": train.loss,
+        "train_acc": train.acc,
+        "val_loss": stats.loss,
+        "val_acc": stats.acc,
+        **({"val_top5": stats.top5} if stats.top5 is not None else {}),
+        "val_images": stats.images,
+        "lr": lr,
+        "seconds": train.seconds,
+        "images_per_s": train.images / train.seconds if train.seconds else 0.0,
+    }
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    top5 = f" top-5 {100 * row['val_top5']:.2f}%" if "val_top5" in row else ""
+    return (
+        f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc "
+        f"{100 * row['train_acc']:.2f}% | val loss {row['val_loss']:.4f} acc "
+        f"{100 * row['val_acc']:.2f}%{top5} | {row['images_per_s']:.0f} img/s"
+    )
+
+
+def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
+    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved)."""
+    out = run.out
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
+    state = {
+        "model_name": run.config.model,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": epoch,
+        "best_acc": run.best_acc,
+        "history": run.history,
+        "config": _resolved(run),
+        "metadata": _metadata(run.config, run.data, run.image_size),
+        "rng": checkpoint.rng_state(),
+        "versions": _versions(),
+    }
+    checkpoint.save(out / LAST, state, epoch)
+    if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
+        atomic_copy(out / LAST, out / BEST)
 
 
 def _metadata(config: TrainConfig, data: DataBundle, image_size: int) -> dict[str, str]:
@@ -380,16 +540,50 @@ def _metadata(config: TrainConfig, data: DataBundle, image_size: int) -> dict[st
     }
 
 
-def _finish(out, config, model, data, image_size, history, stats) -> None:
+def _finish(run: _Run, stats: EvalStats | None) -> None:
+    """``model.safetensors``, the curves and the confusion matrix (main process)."""
     from cnnzoo import plots
 
-    _save_weights(model, out / WEIGHTS, _metadata(config, data, image_size))
+    config, data, model = run.config, run.data, run.model
+    _save_weights(model, run.out / WEIGHTS, _metadata(config, data, run.image_size))
     title = f"{config.model} on {config.dataset}"
-    plots.training_curves(history, out / "curves.png", title)
-    if stats is None:  # resumed after the last epoch: evaluate once for the matrix
+    plots.training_curves(run.history, run.out / "curves.png", title)
+    if stats is None:  # no epoch ran in this call (resumed after the last, or stopped): evaluate
         stats = evaluate(
             model, make_loader(data.val, batch_size=256, shuffle=False, seed=0, epoch=0),
             data.num_classes, device=next(model.parameters()).device,
             dist=distributed.Dist(),
         )  # fmt: skip
-    plots.confusion_matrix(stats.confusion, data.class_names, out / "confusion.png", title)
+    plots.confusion_matrix(stats.confusion, data.class_names, run.out / "confusion.png", title)
+
+
+def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[float]:
+    """Seconds of each of ``steps`` training steps of ``config``'s model (built as a run builds
+    it) on random images of the run's shape, through the training loop itself: what a time
+    budget plans with. The first step includes warming caches up."""
+    spec = get_spec(config.model)
+    device = resolve_device(config.device)
+    side = resolve_image_size(config, spec, _model_options(config, spec))
+    generator = torch.Generator().manual_seed(config.seed)
+    shape = (steps * config.batch_size, data.in_chans, side, side)
+    images = torch.randn(shape, generator=generator)
+    labels = torch.randint(data.num_classes, (shape[0],), generator=generator)
+    model = create_model(
+        config.model, num_classes=data.num_classes, in_chans=data.in_chans,
+        **_model_options(config, spec),
+    ).to(device)  # fmt: skip
+    optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
+    scheduler = build_scheduler(optimizer, "constant", epochs=1, steps_per_epoch=steps)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, labels), batch_size=config.batch_size
+    )
+    times = [time.perf_counter()]
+
+    def tick(images: int, loss: float) -> None:  # the loss is read every step: synchronised
+        times.append(time.perf_counter())
+
+    train_one_epoch(
+        model, loader, optimizer, scheduler, epoch=1, device=device, dist=distributed.Dist(),
+        on_step=tick,
+    )  # fmt: skip
+    return [b - a for a, b in itertools.pairwise(times)]
