@@ -29,22 +29,27 @@ def test_check_int_refuses_everything_else(value):
 
 def test_check_int_minimum_and_error_class():
     assert check_int("seed", 0, minimum=0) == 0
-    with pytest.raises(InvalidArgumentError, match="seed must be a non-negative integer, got -1"):
+    with pytest.raises(InvalidArgumentError, match="seed must be a whole number ≥ 0, got -1"):
         check_int("seed", -1, minimum=0)
-    with pytest.raises(InvalidArgumentError, match="an integer ≥ 3, got 2"):
+    with pytest.raises(InvalidArgumentError, match="a whole number ≥ 3, got 2"):
         check_int("k", 2, minimum=3)
     with pytest.raises(DataError, match="workers"):
         check_int("workers", "x", error=DataError)
 
 
 def test_check_number():
-    assert check_number("--lr", 1) == 1.0 and isinstance(check_number("--lr", 1), float)
-    assert check_number("--weight-decay", 0, positive=False) == 0.0
+    assert check_number("--lr", 1, low=0, above=True) == 1
+    assert check_number("--weight-decay", 0, low=0) == 0
+    assert check_number("--shift", -2.5) == -2.5
     for bad in (0, -1e-3, math.nan, math.inf, True, "0.1", None):
-        with pytest.raises(InvalidArgumentError, match=r"^--lr must be a positive number, got "):
-            check_number("--lr", bad)
-    with pytest.raises(InvalidArgumentError, match="non-negative number, got -1"):
-        check_number("--weight-decay", -1, positive=False)
+        with pytest.raises(InvalidArgumentError, match=r"^--lr must be a number > 0, got "):
+            check_number("--lr", bad, low=0, above=True)
+    with pytest.raises(InvalidArgumentError, match=r"^--weight-decay must be a number ≥ 0, got -1"):
+        check_number("--weight-decay", -1, low=0)
+    with pytest.raises(InvalidArgumentError, match=r"must be a number in \[0, 1\), got 1\.0"):
+        check_number("--label-smoothing", 1.0, low=0, below=1)
+    with pytest.raises(InvalidArgumentError, match=r"^k must be an integer, got 1\.5"):
+        check_number("k", 1.5, integer=True)
 
 
 def test_predicates():

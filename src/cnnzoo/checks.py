@@ -15,8 +15,6 @@ from collections.abc import Iterable
 
 from cnnzoo.errors import CnnzooError, InvalidArgumentError
 
-_WHAT_INT = {1: "a positive integer", 0: "a non-negative integer"}
-
 
 def is_int(value: object) -> bool:
     """True for an ``int`` that is not a ``bool`` (``True`` is an ``int`` to Python, never a
@@ -31,42 +29,56 @@ def is_number(value: object) -> bool:
     return math.isfinite(value)
 
 
-def check_int(
-    name: str, value: object, *, minimum: int = 1, error: type[CnnzooError] = InvalidArgumentError
-) -> int:
-    """``value`` if it is an int of at least ``minimum`` (1: positive, 0: non-negative)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = _WHAT_INT.get(minimum, f"an integer ≥ {minimum}")
-        raise error(f"{name} must be {what}, got {value!r}.")
-    return value
+def number_rule(
+    *, integer: bool = False, low: float | None = None, above: bool = False,
+    below: float | None = None,
+) -> str:  # fmt: skip
+    """What a number option takes, in words: "a positive integer", "a number in [0, 1)"..."""
+    if integer:
+        if low is None:
+            return "an integer"
+        return "a positive integer" if low == 1 and not above else f"a whole number ≥ {low:g}"
+    if low is None:
+        return "a finite number" if below is None else f"a number < {below:g}"
+    if below is not None:
+        return f"a number in [{low:g}, {below:g})"
+    return f"a number {'>' if above else '≥'} {low:g}"
 
 
 def check_number(
     name: str,
     value: object,
     *,
-    positive: bool = True,
+    integer: bool = False,
+    low: float | None = None,
+    above: bool = False,
+    below: float | None = None,
     error: type[CnnzooError] = InvalidArgumentError,
 ) -> float:
-    """``value`` as a float if it is a finite number, > 0 when ``positive`` (else ≥ 0)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or (value <= 0 if positive else value < 0)
-    ):
-        what = "a positive number" if positive else "a non-negative number"
-        raise error(f"{name} must be {what}, got {value!r}.")
-    return float(value)
+    """``value`` if it is a finite number (an int when ``integer``) with ``low ≤ value`` (``<``
+    when ``above``) and ``value < below``; otherwise one line saying what ``name`` takes."""
+    ok = is_int(value) if integer else is_number(value)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]  # is_int / is_number checked the type
+        ok = (low is None or (v > low if above else v >= low)) and (below is None or v < below)
+    if not ok:
+        rule = number_rule(integer=integer, low=low, above=above, below=below)
+        raise error(f"{name} must be {rule}, got {value!r}.")
+    return value  # type: ignore[return-value]  # a number, checked above
+
+
+def check_int(
+    name: str, value: object, *, minimum: int = 1, error: type[CnnzooError] = InvalidArgumentError
+) -> int:
+    """``value`` if it is an int of at least ``minimum`` (1: a positive integer)."""
+    return int(check_number(name, value, integer=True, low=minimum, error=error))
 
 
 def check_rate(
     name: str, value: object, *, error: type[CnnzooError] = InvalidArgumentError
 ) -> float:
-    """``value`` as a float if it is a number in [0, 1): a dropout or drop-path rate."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise error(f"{name} must be a number in [0, 1), got {value!r}.")
-    return float(value)
+    """``value`` if it is a number in [0, 1): a dropout or drop-path rate."""
+    return float(check_number(name, value, low=0, below=1, error=error))
 
 
 def did_you_mean(value: object, choices: Iterable[str], *, n: int = 3) -> str:

@@ -400,7 +400,7 @@ V1_ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 
 
 def _check(width_mult: float, dropout: float) -> None:
-    check_number("width_mult", width_mult)
+    check_number("width_mult", width_mult, low=0, above=True)
     check_rate("dropout", dropout)
 
 

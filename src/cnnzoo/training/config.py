@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnzoo.checks import check_choice, check_number, did_you_mean
 from cnnzoo.data.transforms import AUGMENTS
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
@@ -146,45 +145,22 @@ def check_option(name: str, value: object, option: Option) -> None:
     if value is None and option.optional:
         return
     if option.kind == "choice":
-        if value not in option.choices:
-            close = difflib.get_close_matches(str(value), option.choices, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise InvalidArgumentError(
-                f"{flag} {value!r} is not one of {', '.join(option.choices)}{hint}."
-            )
-        return
-    if option.kind == "bool":
+        check_choice(flag, value, option.choices)
+    elif option.kind == "bool":
         if not isinstance(value, bool):
             key = name.replace("_", "-")
             raise InvalidArgumentError(
                 f"{flag} must be true or false, got {value!r} (in a config file: {key} = true, "
                 "without quotes)."
             )
-        return
-    if option.kind == "text":
+    elif option.kind == "text":
         if not isinstance(value, str):
             raise InvalidArgumentError(f"{flag} must be a string, got {value!r}.")
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if option.kind == "int":
-        number = number and isinstance(value, int)
     else:
-        number = number and math.isfinite(value)
-    low, below = option.low, option.below
-    if number:
-        too_low = low is not None and (value <= low if option.above else value < low)
-        number = not too_low and (below is None or value < below)
-    if not number:
-        raise InvalidArgumentError(f"{flag} must be {_rule(option)}, got {value!r}.")
-
-
-def _rule(option: Option) -> str:
-    """What a number option takes, in words: "a positive integer", "a number ≥ 0", ..."""
-    if option.kind == "int":
-        return "a positive integer" if option.low == 1 else f"a whole number ≥ {option.low:g}"
-    if option.below is not None:
-        return f"a number in [{option.low:g}, {option.below:g})"
-    return f"a number {'>' if option.above else '≥'} {option.low:g}"
+        integer = option.kind == "int"
+        check_number(
+            flag, value, integer=integer, low=option.low, above=option.above, below=option.below
+        )
 
 
 def training_options(spec: ModelSpec) -> dict[str, Any]:
@@ -208,8 +184,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = did_you_mean(name.replace("_", "-"), [k.replace("_", "-") for k in known])
             raise InvalidArgumentError(f"config file {path}: unknown option {key!r}{hint}.")
         options[name] = value
     return options
