@@ -1,9 +1,13 @@
 """cnnzoo: the classic convolutional neural networks, built, explained, trained and compared."""
 
+# isort: skip_file
+# The families first: importing them fills the registry, which never imports them itself.
+import cnnzoo.models  # noqa: F401
 from cnnzoo.analysis import summarize
 from cnnzoo.embeddings import features
 from cnnzoo.errors import CnnzooError
-from cnnzoo.registry import ModelSpec, create_model, get_spec, list_models
+from cnnzoo.factory import create_model
+from cnnzoo.registry import ModelSpec, get_spec, list_models
 
 __all__ = [
     "CnnzooError",

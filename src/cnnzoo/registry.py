@@ -1,15 +1,19 @@
-"""The model registry: one dict, one decorator, one factory.
+"""The model registry: one dict, one decorator, one builder.
 
 A builder registered with :func:`register_model` carries the facts that tests and the CLI need
-(paper, year, default input, valid input sizes). :func:`create_model` is the only public way to
-build a model by name: it checks the name and the keyword arguments before anything is built.
+(paper, year, default input, valid input sizes). :func:`build_model` builds a registered model
+by name with random weights, checking the name and the keyword arguments before anything is
+built; ``cnnzoo.create_model`` (:mod:`cnnzoo.factory`) adds loading a weight file on top.
+
+This module imports nothing of cnnzoo but its errors: the families register themselves when
+``cnnzoo.models`` is imported (``import cnnzoo`` does it first), and weight loading sits above
+(timm's split of registry and factory), so that nothing here calls back up.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,7 +130,7 @@ def register_model(
     """Register a model builder under its function name.
 
     The builder must take ``num_classes`` and ``in_chans`` as keyword arguments; every other
-    keyword it takes is a family option that :func:`create_model` passes through.
+    keyword it takes is a family option that :func:`build_model` passes through.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -157,14 +161,8 @@ def register_model(
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every family; done lazily so `registry` has no cycle.
-    import cnnzoo.models  # noqa: F401
-
-
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names in registration order (families in paper order)."""
-    _ensure_loaded()
     return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
 
 
@@ -174,7 +172,6 @@ def get_spec(name: str) -> ModelSpec:
     Raises:
         UnknownModelError: the name is not registered; the message lists close matches.
     """
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -183,31 +180,15 @@ def get_spec(name: str) -> ModelSpec:
         raise UnknownModelError(f"unknown model {name!r}: {hint}") from None
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    **kwargs: object,
-) -> nn.Module:
-    """Build a registered model by name.
-
-    Args:
-        name: registry name, e.g. ``"resnet50"`` (``cnnzoo list`` shows them all).
-        num_classes: size of the classifier output; the model's default when ``None`` (the
-            file's when ``weights`` is given).
-        in_chans: input channels; the model's default (``input_size[0]``) when ``None`` (the
-            file's when ``weights`` is given).
-        weights: path of a weight file to load (see :func:`cnnzoo.weights.load_weights`, which
-            also returns the load report; this prints nothing and keeps only the model).
-        **kwargs: family options, e.g. ``aux_logits=True`` for GoogLeNet.
+def check_arguments(
+    name: str, num_classes: object, in_chans: object, kwargs: dict[str, object]
+) -> ModelSpec:
+    """The spec of ``name`` once the arguments of a build are known to be good.
 
     Raises:
         UnknownModelError: the name is not registered.
         UnknownArgumentError: a keyword argument the model does not take (also a ``TypeError``).
         InvalidArgumentError: ``num_classes`` or ``in_chans`` is not a positive integer.
-        WeightsError: the weight file cannot be used (see :func:`cnnzoo.weights.load_weights`).
     """
     spec = get_spec(name)
     accepted = spec.accepts()
@@ -223,11 +204,26 @@ def create_model(
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise InvalidArgumentError(f"{arg} must be a positive integer, got {value!r}.")
-    if weights is not None:
-        # Imported here: `weights` builds on this module, not the other way round.
-        from cnnzoo.weights import load_weights
+    return spec
 
-        return load_weights(name, weights, num_classes=num_classes, in_chans=in_chans, **kwargs)[0]
+
+def build_model(
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs: object
+) -> nn.Module:
+    """Build a registered model by name, with random weights.
+
+    Args:
+        name: registry name, e.g. ``"resnet50"`` (``cnnzoo list`` shows them all).
+        num_classes: size of the classifier output; the model's default when ``None``.
+        in_chans: input channels; the model's default (``input_size[0]``) when ``None``.
+        **kwargs: family options, e.g. ``aux_logits=True`` for GoogLeNet.
+
+    Raises:
+        UnknownModelError: the name is not registered.
+        UnknownArgumentError: a keyword argument the model does not take (also a ``TypeError``).
+        InvalidArgumentError: ``num_classes`` or ``in_chans`` is not a positive integer.
+    """
+    spec = check_arguments(name, num_classes, in_chans, kwargs)
     num_classes = spec.num_classes if num_classes is None else num_classes
     in_chans = spec.input_size[0] if in_chans is None else in_chans
     return spec.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnzoo.analysis.trace import SizeCheck, SizeGraph, SizeNode, evaluate, meta_build, trace
 from cnnzoo.errors import InputSizeError
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.registry import build_model, get_spec
 
 # Square sides tried, in order, to find one a user's module takes when no size is given.
 _PROBE_SIDES = (224, 32, 64, 128, 256, 299, 512, 1024)
@@ -38,7 +38,7 @@ def _model_and_size(
 @functools.lru_cache(maxsize=64)
 def _meta_model(name: str, in_chans: int) -> nn.Module:
     with meta_build():
-        return create_model(name, in_chans=in_chans)
+        return build_model(name, in_chans=in_chans)
 
 
 def _graph(model: nn.Module, input_size: tuple[int, ...] | None) -> SizeGraph | None:

@@ -21,7 +21,7 @@ from cnnzoo.analysis import formulas
 from cnnzoo.analysis.trace import Trace, meta_build, trace
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.layers import DropPath, StochasticPool2d
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.registry import build_model, get_spec
 
 # Leaf types that cost no multiply-adds by the conv + linear convention.
 ZERO_MAC_TYPES: tuple[type[nn.Module], ...] = (
@@ -332,7 +332,7 @@ def summarize(
         name = spec.name
         input_size = spec.input_size if input_size is None else tuple(input_size)
         with meta_build():
-            model = create_model(name, num_classes=num_classes, in_chans=input_size[0])
+            model = build_model(name, num_classes=num_classes, in_chans=input_size[0])
     else:
         model, name = model_or_name, type(model_or_name).__name__
         if input_size is None:

@@ -30,9 +30,10 @@ from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan, train_options
 from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.data import DataBundle
 from cnnzoo.errors import CheckpointError
+from cnnzoo.factory import create_model
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.progress import Reporter
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.registry import get_spec
 from cnnzoo.training.config import TrainConfig
 from cnnzoo.training.trainer import fit
 

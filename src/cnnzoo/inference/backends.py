@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.export import fp32_rounding_error
 from cnnzoo.inference.fold import fold_batchnorm
+from cnnzoo.parity import fp32_rounding_error
 
 CUDA_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,7 +48,7 @@ class Context:
 
     def rounding_error(self, want: torch.Tensor) -> float:
         """How far the eager output ``want`` on the example is from float64 arithmetic
-        (:func:`cnnzoo.export.fp32_rounding_error`), measured once for all candidates."""
+        (:func:`cnnzoo.parity.fp32_rounding_error`), measured once for all candidates."""
         if "rounding" not in self._memo:
             self._memo["rounding"] = fp32_rounding_error(self.model, self.example, want)
         return self._memo["rounding"]

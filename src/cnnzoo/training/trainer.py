@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.data import DataBundle, load_dataset, make_loader
+from cnnzoo.environment import environment
 from cnnzoo.errors import CheckpointError, InvalidArgumentError
+from cnnzoo.factory import create_model
 from cnnzoo.fileio import (
     atomic_copy,
     atomic_write_bytes,
@@ -32,7 +33,7 @@ from cnnzoo.fileio import (
     remove_stale_temporaries,
 )
 from cnnzoo.progress import Reporter
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.registry import get_spec
 from cnnzoo.training import checkpoint, distributed
 from cnnzoo.training.config import TrainConfig
 from cnnzoo.training.loop import evaluate, train_one_epoch
@@ -116,18 +117,6 @@ def _model_options(config: TrainConfig, spec: cnnzoo.ModelSpec) -> dict[str, Any
     if "aux_logits" in spec.accepts():
         options["aux_logits"] = True  # GoogLeNet trains with its auxiliary classifiers
     return options
-
-
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    return {
-        "cnnzoo": cnnzoo.__version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
 
 
 def _save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -282,7 +271,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
                     "model_options": options,
                     "dataset": {"classes": data.class_names, "mean": data.mean, "std": data.std},
                     "world_size": info.world_size,
-                    "versions": _versions(),
+                    "versions": environment()["versions"],
                     "command": argv if argv is not None else sys.argv,
                     "notes": notes,
                 },
@@ -347,7 +336,7 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
                 "config": resolved,
                 "metadata": _metadata(config, data, image_size),
                 "rng": checkpoint.rng_state(),
-                "versions": _versions(),
+                "versions": environment()["versions"],
             }
             checkpoint.save(out / LAST, state, epoch)
             if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
