@@ -608,3 +608,27 @@ def test_bench_calibrates_on_digits_of_every_class():
     step = len(train) // bench.CALIBRATION_COUNT
     labels = {int(train[i][1]) for i in range(0, step * bench.CALIBRATION_COUNT, step)}
     assert labels == set(range(10))
+
+
+def test_cudnn_benchmark_is_on_only_inside_a_call():
+    from cnnzoo.inference.backends import cudnn_benchmark
+
+    cudnn = torch.backends.cudnn
+    was = cudnn.benchmark
+    try:
+        cudnn.benchmark = False
+        with cudnn_benchmark():
+            assert cudnn.benchmark
+        assert not cudnn.benchmark
+        with pytest.raises(RuntimeError), cudnn_benchmark():
+            raise RuntimeError("a failed call")
+        assert not cudnn.benchmark
+        # A user who asked for repeatable algorithms keeps them.
+        torch.use_deterministic_algorithms(True)
+        try:
+            with cudnn_benchmark():
+                assert not cudnn.benchmark
+        finally:
+            torch.use_deterministic_algorithms(False)
+    finally:
+        cudnn.benchmark = was
