@@ -304,3 +304,23 @@ def test_another_thread_initialises_while_a_model_builds_on_meta():
         thread.join()
     # ... while another thread's tensors are real and initialised as usual.
     assert result["device"] == "cpu" and 0.9 < result["std"] < 1.1
+
+
+@pytest.mark.parametrize(
+    ("size", "fix"),
+    [
+        ((32, 32), "give the channels too, e.g. (3, 32, 32)"),
+        ((3, 0, 32), "e.g. (3, 224, 224)"),
+        ("3x32x32", "e.g. (3, 224, 224)"),
+        ((3, 32.0, 32), "e.g. (3, 224, 224)"),
+    ],
+)
+def test_an_input_size_that_is_not_c_h_w_is_one_line(size, fix):
+    for call in (summarize, check_input, valid_input_range):
+        with pytest.raises(InvalidArgumentError) as info:
+            call("resnet20", size)
+        assert str(info.value) == (
+            f"input_size must be (C, H, W), three positive integers, got {size!r}: {fix}."
+        )
+    with pytest.raises(InvalidArgumentError, match="give the channels too"):
+        summarize(nn.Conv2d(3, 4, 3), (8, 8))

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnzoo.errors import (
-    InputSizeError,
     InvalidArgumentError,
     UnknownArgumentError,
     UnknownModelError,
@@ -81,23 +80,6 @@ class ModelSpec:
                 low = max(low, opt_low)
                 high = opt_high if high is None else min(high, opt_high or high)
         return low, high
-
-    def check_input(self, height: int, width: int, **options: object) -> None:
-        """Raise :class:`InputSizeError` when ``height × width`` is outside the valid sizes of
-        the model built with ``options``."""
-        low, high = self.size_range(**options)
-        valid = _range_text(low, high)
-        if min(height, width) < low:
-            raise InputSizeError(
-                f"{self.name} needs inputs of at least {low}×{low} (got {height}×{width}): "
-                f"resize the images to {low} or more."
-            )
-        if high is not None and max(height, width) > high:
-            raise InputSizeError(
-                f"{self.name} takes inputs of {valid} pixels a side, because its classifier "
-                f"reads a fixed-size feature map (got {height}×{width}): resize or crop the "
-                f"images to {self.input_size[1]}×{self.input_size[2]}."
-            )
 
     def accepts(self) -> list[str]:
         """The keyword arguments the builder takes."""

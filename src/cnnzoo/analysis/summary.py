@@ -324,20 +324,21 @@ def summarize(
         InputSizeError: the input is too small for a layer, or gives a classifier the wrong
             number of features; the message names the layer and the valid sizes.
         UnknownModelError: the name is not registered.
+        InvalidArgumentError: ``input_size`` is not three positive integers.
     """
-    from cnnzoo.analysis.input_size import explain_size_error
+    from cnnzoo.analysis.input_size import as_input_size, explain_size_error
 
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
         name = spec.name
-        input_size = spec.input_size if input_size is None else tuple(input_size)
+        input_size = spec.input_size if input_size is None else as_input_size(input_size)
         with meta_build():
             model = build_model(name, num_classes=num_classes, in_chans=input_size[0])
     else:
         model, name = model_or_name, type(model_or_name).__name__
         if input_size is None:
             raise InvalidArgumentError(f"summarize({name}) needs an input_size (C, H, W).")
-        input_size = tuple(input_size)
+        input_size = as_input_size(input_size)
     try:
         result = trace(model, input_size, batch_size, dtype)
     except Exception as error:  # an InputSizeError gets the valid range added, once

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import cnnzoo
+from cnnzoo.analysis import check_input
 from cnnzoo.data import DataBundle, load_dataset, make_loader
 from cnnzoo.environment import environment
 from cnnzoo.errors import CheckpointError, InvalidArgumentError
@@ -94,7 +95,9 @@ def resolve_image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dic
     its fixed size); an image folder without ``--image-size`` uses the model's default input."""
     low, high = spec.size_range(**options)
     if config.image_size is not None:
-        spec.check_input(config.image_size, config.image_size, **options)
+        check_input(
+            spec.name, (spec.input_size[0], config.image_size, config.image_size), **options
+        )
         return config.image_size
     native = NATIVE_SIZES.get(config.dataset)
     if native is None:
