@@ -36,8 +36,8 @@ import torch
 import torchvision
 
 import cnnzoo
-from cnnzoo.bench import machine_info
 from cnnzoo.data import load_dataset
+from cnnzoo.environment import environment
 from cnnzoo.inference import optimize
 from cnnzoo.inference.auto import interleaved
 
@@ -178,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    results: dict = {"machine": machine_info(THREADS), "batch": 8, "size": 224, "models": {}}
+    results: dict = {**environment(THREADS), "batch": 8, "size": 224, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             runners, auto, setup, _tv = contenders(name, x, Path(tmp))

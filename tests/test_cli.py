@@ -63,7 +63,7 @@ def test_summary_with_other_input_and_classes(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["summary", "resnet05"], "unknown model 'resnet05': did you mean"),
+        (["summary", "resnet05"], "unknown model 'resnet05' (did you mean"),
         (["summary", "resnet18", "--input", "3x224"], "--input '3x224' is not an input size"),
         (["summary", "resnet18", "--input", "axbxc"], "write CxHxW"),
         (["summary", "resnet18", "--num-classes", "0"], "num_classes must be a positive"),
@@ -95,3 +95,23 @@ def test_python_dash_m_runs_the_cli():
         check=True,
     )
     assert json.loads(proc.stdout)["params"] == REFERENCE["lenet5"]["params"]
+
+
+def test_a_size_mistake_reads_the_same_in_train_summary_and_python(capsys):
+    from cnnzoo.analysis import check_input
+    from cnnzoo.errors import InputSizeError
+
+    code, _, train_err = run(capsys, "train", "--model", "alexnet", "--image-size", "32",
+                             "--epochs", "1")  # fmt: skip
+    assert code == 2
+    code, _, summary_err = run(capsys, "summary", "alexnet", "--input", "3x32x32")
+    assert code == 2
+    with pytest.raises(InputSizeError) as info:
+        cnnzoo.summarize("alexnet", (3, 32, 32))
+    with pytest.raises(InputSizeError) as checked:
+        check_input("alexnet", (3, 32, 32))
+    line = str(info.value)
+    assert line.startswith("alexnet at input 3×32×32: features.12 (MaxPool2d)")
+    assert str(checked.value) == line
+    assert train_err.strip() == f"cnnzoo train: error: {line}"
+    assert summary_err.strip() == f"cnnzoo summary: error: {line}"

@@ -179,3 +179,90 @@ def test_result_is_a_plain_dataclass():
     confusion = torch.tensor([[3, 1], [0, 4]])
     result = EvalResult(8, ["a", "b"], 7 / 8, 2, 1.0, 0.1, confusion)
     assert result.per_class_accuracy == [0.75, 1.0] and result.worst_classes() == [0, 1]
+
+
+# --- against a reference model (int8 against fp32) --------------------------------------------
+
+
+class _Logged(list):
+    """A dataset that logs each item it hands out, in one log with the models' forwards."""
+
+    def __init__(self, items, log):
+        super().__init__(items)
+        self.log = log
+
+    def __getitem__(self, i):
+        self.log.append("get")
+        return super().__getitem__(i)
+
+
+def test_a_reference_gives_the_change_and_the_agreement_by_hand():
+    model, dataset = _data(CASES)  # top-1 5/10: images 0, 1, 3, 6, 9 right
+    # The reference predicts the true class everywhere but on images 0 and 3 (rank 1 there).
+    ref_cases = [(t, t, 0) for t, _, _ in CASES]
+    ref_cases[0], ref_cases[3] = (0, 2, 1), (1, 4, 1)
+    reference, _ = _data(ref_cases)  # top-1 8/10
+    log: list[str] = []
+    for stub in (model, reference):
+        stub.register_forward_pre_hook(lambda m, args: log.append(f"forward {len(args[0])}"))
+    data = _Logged(dataset, log)
+    result = evaluate(model, data, num_classes=7, class_names=NAMES, batch_size=3,
+                      reference=reference)  # fmt: skip
+    assert result.top1 == pytest.approx(0.5) and result.reference.top1 == pytest.approx(0.8)
+    assert result.top1_change == pytest.approx(-0.3)
+    # Model vs reference top-1, images 0-9: 0/2, 0/0, 2/0, 1/4, 3/1, 0/2, 3/3, 5/4, 6/5, 6/6.
+    assert result.top1_agreement == pytest.approx(3 / 10)
+    assert result.comparison("int8", "fp32") == (
+        "int8 top-1 50.00% vs fp32 80.00% (-30.00 points); top-1 agreement with fp32 30.00%"
+    )
+    ref = json.loads(json.dumps(result.to_dict()))["reference"]
+    assert ref["top1"] == pytest.approx(0.8) and ref["top1_agreement"] == pytest.approx(0.3)
+    assert ref["top1_change"] == pytest.approx(-0.3)
+    # Streamed: two passes in batches, never more than one batch of images held ahead of a
+    # forward pass (the old way stacked the whole split, after two full passes).
+    assert log.count("get") == 2 * len(dataset)
+    gets_before_forward = [0]
+    for event in log:
+        if event == "get":
+            gets_before_forward[-1] += 1
+        else:
+            assert gets_before_forward[-1] == int(event.split()[1])
+            gets_before_forward.append(0)
+    assert gets_before_forward[-1] == 0
+
+
+def test_the_reference_figures_equal_the_old_computation():
+    import copy
+
+    from cnnzoo.inference import agreement
+
+    torch.manual_seed(0)
+    fp32 = cnnzoo.create_model("lenet5", num_classes=10, in_chans=1).eval()
+    changed = copy.deepcopy(fp32)  # stands in for int8: the same network, other outputs
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    images, labels = 3 * torch.randn(40, 1, 32, 32), torch.arange(40) % 10
+    dataset = ArrayDataset(images, labels, transform=lambda x: x)
+    kwargs = dict(num_classes=10, class_names=[str(i) for i in range(10)], batch_size=16)
+    result = evaluate(changed, dataset, reference=fp32, **kwargs)
+    # The old computation: two evaluations, then the whole split stacked for the agreement.
+    old, old_ref = evaluate(changed, dataset, **kwargs), evaluate(fp32, dataset, **kwargs)
+    old_agree = agreement(changed, fp32, torch.stack([dataset[i][0] for i in range(40)]))[0]
+    assert result.top1 == old.top1 and result.reference.top1 == old_ref.top1
+    assert result.reference.loss == old_ref.loss and torch.equal(result.confusion, old.confusion)
+    assert result.top1_agreement == pytest.approx(old_agree, abs=1e-12)
+    assert 0 < result.top1_agreement < 1  # the premise: the two models differ somewhere
+
+
+def test_a_comparison_needs_a_reference():
+    model, dataset = _data(CASES)
+    result = evaluate(model, dataset, num_classes=7, class_names=NAMES)
+    assert result.reference is None and result.top1_change is None
+    assert "reference" not in result.to_dict()
+    with pytest.raises(InvalidArgumentError, match="pass reference= to evaluate") as info:
+        result.comparison("int8")
+    _one_line(info.value)
+    wrong = Stub(torch.zeros(10, 5))
+    with pytest.raises(InvalidArgumentError, match="the model has 5 classes, the dataset 7"):
+        evaluate(model, dataset, num_classes=7, class_names=NAMES, reference=wrong)

@@ -71,3 +71,23 @@ def test_cli_explain_bad_numbers_exit_2(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        # 1/1 + 1/9 = 10/9: the separable form costs more with one output channel.
+        ((1, 1, 3, 14), "= 1/1 + 1/9 = 1.1111 (1.1× more multiply-adds)"),
+        ((512, 512, 3, 14), "= 1/512 + 1/9 = 0.1131 (8.8× fewer multiply-adds)"),
+        ((16, 1, 1, 4), "= 1/1 + 1/1 = 2.0000 (2.0× more multiply-adds)"),
+    ],
+)
+def test_separable_says_more_when_it_costs_more(args, words):
+    assert words in explain.separable(*args).text()
+
+
+def test_fc_vs_conv_says_more_when_the_kernel_outgrows_the_image():
+    # (2·2·1 + 1)·4 = 20 for the dense layer, 4·(11²·1 + 1) = 488 for the convolution.
+    text = explain.fc_vs_conv(2, 2, 1, 4, 11).text()
+    assert "the convolution needs 24.4× more parameters" in text
+    assert "5,376.0× fewer" in explain.fc_vs_conv(224, 224, 3, 96, 3).text()  # 14,450,784 / 2,688

@@ -19,9 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnzoo import create_model, export
+from cnnzoo import create_model, export, parity
 from cnnzoo.errors import ExportError, InputSizeError, InvalidArgumentError, UnknownModelError
-from cnnzoo.export import export_model, onnx_session, read_metadata, run_onnx
+from cnnzoo.export import export_model, read_metadata
+from cnnzoo.onnxrt import onnx_session, run_onnx
 from cnnzoo.weights import Preprocessing
 from tests.conftest import ONE_PER_FAMILY, randomise_bn
 
@@ -265,30 +266,30 @@ def test_the_tolerance_widens_to_the_models_own_rounding_error():
     error = (want.double() - exact).abs().max().item()  # by hand: fp32 against float64
     base = 1e-4 * max(1.0, want.abs().max().item())
     assert error > base  # the premise: eager itself misses exact arithmetic by more than 1e-4
-    assert export.fp32_rounding_error(model, x, want) == pytest.approx(error)
+    assert parity.fp32_rounding_error(model, x, want) == pytest.approx(error)
     # Another engine as far from eager as eager is from exact passes (a shift keeps the top-1);
     # one more than ROUNDING_FACTOR times that fails.
     measured = []
 
     def rounding() -> float:
         measured.append(1)
-        return export.fp32_rounding_error(model, x, want)
+        return parity.fp32_rounding_error(model, x, want)
 
-    ok = export.compare_outputs("random", want, want + 3 * error, rounding)
+    ok = parity.compare_outputs("random", want, want + 3 * error, rounding)
     assert ok.passed and ok.tolerance == pytest.approx(4 * error)
     assert ok.rounding_error == pytest.approx(error) and "own fp32 rounding error" in ok.line()
-    assert not export.compare_outputs("random", want, want + 5 * error, rounding).passed
+    assert not parity.compare_outputs("random", want, want + 5 * error, rounding).passed
     # A well-conditioned model keeps the plain tolerance: the same shift fails there.
     plain = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
     with torch.no_grad():
         y = plain(x)
-    check = export.compare_outputs(
-        "random", y, y + 3 * error, lambda: export.fp32_rounding_error(plain, x, y)
+    check = parity.compare_outputs(
+        "random", y, y + 3 * error, lambda: parity.fp32_rounding_error(plain, x, y)
     )
     assert not check.passed and check.tolerance == 1e-4 * max(1.0, y.abs().max().item())
     # Within the plain tolerance nothing is measured.
     measured.clear()
-    assert export.compare_outputs("random", want, want, rounding).rounding_error is None
+    assert parity.compare_outputs("random", want, want, rounding).rounding_error is None
     assert measured == []
 
 

@@ -579,3 +579,56 @@ def test_a_parity_failure_of_a_chosen_backend_is_one_line(monkeypatch):
         optimize(create_model("lenet5"), "channels_last", example_input=X, threads=THREADS)
     assert "does not compute what LeNet5 computes" in _one_line(err)
     assert isinstance(err.value, CnnzooError)
+
+
+def test_calibration_images_are_spread_over_the_split():
+    from cnnzoo.inference import CALIBRATION_IMAGES, calibration_images
+
+    # Item i is the image filled with i, so the picked indices can be read back.
+    split = [(torch.full((1, 2, 2), float(i)), i // 10) for i in range(100)]
+    picked = calibration_images(split, 4)[:, 0, 0, 0].tolist()
+    assert picked == [0.0, 25.0, 50.0, 75.0]  # every class group, not the first four images
+    assert calibration_images(split)[:, 0, 0, 0].tolist() == [float(i) for i in range(100)]
+    assert CALIBRATION_IMAGES == 256
+    for bad, match in ((0, "count must be a positive integer"), (True, "count must be")):
+        with pytest.raises(InvalidArgumentError, match=match):
+            calibration_images(split, bad)
+    with pytest.raises(InvalidArgumentError, match="no images"):
+        calibration_images([], 4)
+
+
+def test_bench_calibrates_on_digits_of_every_class():
+    from cnnzoo import bench
+    from cnnzoo.data import load_dataset
+    from cnnzoo.inference import calibration_images
+
+    train = load_dataset("digits", image_size=16, in_chans=1).train
+    got = bench._calibration((1, 16, 16))
+    assert torch.equal(got, calibration_images(train, bench.CALIBRATION_COUNT))
+    step = len(train) // bench.CALIBRATION_COUNT
+    labels = {int(train[i][1]) for i in range(0, step * bench.CALIBRATION_COUNT, step)}
+    assert labels == set(range(10))
+
+
+def test_cudnn_benchmark_is_on_only_inside_a_call():
+    from cnnzoo.inference.backends import cudnn_benchmark
+
+    cudnn = torch.backends.cudnn
+    was = cudnn.benchmark
+    try:
+        cudnn.benchmark = False
+        with cudnn_benchmark():
+            assert cudnn.benchmark
+        assert not cudnn.benchmark
+        with pytest.raises(RuntimeError), cudnn_benchmark():
+            raise RuntimeError("a failed call")
+        assert not cudnn.benchmark
+        # A user who asked for repeatable algorithms keeps them.
+        torch.use_deterministic_algorithms(True)
+        try:
+            with cudnn_benchmark():
+                assert not cudnn.benchmark
+        finally:
+            torch.use_deterministic_algorithms(False)
+    finally:
+        cudnn.benchmark = was

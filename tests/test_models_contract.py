@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import cnnzoo
-from cnnzoo.analysis import count_params, model_macs
+from cnnzoo.analysis import check_input, count_params, model_macs
 from cnnzoo.errors import (
     InputSizeError,
     InvalidArgumentError,
@@ -156,5 +156,5 @@ def test_option_sizes_hold(name: str, option: str):
                 model(torch.empty(2, 3, high + 1, high + 1))
     assert spec.size_range(**{option: True}) == (max(low, spec.min_size), high)
     with pytest.raises(InputSizeError, match=f"{low}-{high}"):
-        spec.check_input(high + 1, high + 1, **{option: True})
-    spec.check_input(high + 1, high + 1)  # without the option the size is fine
+        check_input(name, (3, high + 1, high + 1), **{option: True})
+    check_input(name, (3, high + 1, high + 1))  # without the option the size is fine

@@ -264,7 +264,7 @@ def _bibtex_entries() -> list[str]:
 
 
 def test_every_registered_paper_has_a_bibtex_entry():
-    from cnnzoo.registry import get_spec, list_models
+    from cnnzoo.models import get_spec, list_models
 
     entries = "\n".join(_bibtex_entries())
     eprints = set(re.findall(r"eprint\s*=\s*\{([^}]*)\}", entries))

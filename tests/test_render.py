@@ -119,3 +119,12 @@ def test_cli_bad_options_exit_2(capsys, argv, message):
     assert main(["summary", "lenet5", *argv]) == 2
     out, err = capsys.readouterr()
     assert message in err and err.count("\n") == 1 and out == ""
+
+
+def test_one_human_count_for_tables_and_charts():
+    # Two decimals in the analyzer's and the CLI's tables, three significant digits on charts.
+    assert render.human(1_234_567) == "1.23M" and render.human(61_706) == "61.71K"
+    assert render.human(999) == "999" and render.human(1_800_000_000) == "1.80G"
+    assert render.human(11_689_512, significant=3) == "11.7M"
+    assert render.human(61_706, significant=3) == "61.7K"
+    assert render.human(7.5, significant=3) == "7.5"

@@ -231,3 +231,96 @@ def test_training_memory_estimate_against_a_measured_step(name: str):
     assert estimate.weights + estimate.gradients + estimate.optimizer_state == fixed
     assert abs(estimate.activations - activations) <= 0.05 * activations
     assert abs(estimate.total - fixed - activations) <= 0.02 * (fixed + activations)
+
+
+# --- no process-wide side effects ------------------------------------------------------------
+
+
+def _process_state() -> dict:
+    module = nn.modules.module
+    return {
+        "init": {name: getattr(nn.init, name) for name in dir(nn.init)},
+        "hooks": [
+            dict(getattr(module, attr))
+            for attr in dir(module)
+            if attr.startswith("_global_") and isinstance(getattr(module, attr), dict)
+        ],
+    }
+
+
+class _Watcher(nn.Module):
+    """A leaf that looks at the process while the analyzer runs it, then maybe fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.fail = fail
+        self.seen: list = []
+
+    def forward(self, x):
+        module = nn.modules.module
+        self.seen.append(
+            (dict(module._global_forward_pre_hooks), dict(module._global_forward_hooks))
+        )
+        if self.fail:
+            raise RuntimeError("boom")
+        return self.conv(x)
+
+
+def test_the_analyzer_leaves_init_and_hooks_as_they_were():
+    before = _process_state()
+    summarize("resnet18")
+    valid_input_range("googlenet")
+    with pytest.raises(InputSizeError):
+        summarize("alexnet", (3, 32, 32))
+    watcher = _Watcher(fail=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        summarize(watcher, (1, 8, 8))
+    assert _process_state() == before
+    # No global hooks even while tracing, and the model's own hooks are gone afterwards.
+    watcher = _Watcher()
+    summarize(watcher, (1, 8, 8))
+    assert watcher.seen == [({}, {})]
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in watcher.modules())
+
+
+def test_another_thread_initialises_while_a_model_builds_on_meta():
+    import threading
+
+    from cnnzoo.analysis.trace import meta_build
+
+    result = {}
+
+    def elsewhere():
+        real = torch.zeros(1000)
+        nn.init.normal_(real)
+        result["device"], result["std"] = torch.empty(1).device.type, real.std().item()
+
+    with meta_build():
+        # Inside: this thread builds on meta, its initialisers skipped...
+        assert torch.empty(1).device.type == "meta"
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+    # ... while another thread's tensors are real and initialised as usual.
+    assert result["device"] == "cpu" and 0.9 < result["std"] < 1.1
+
+
+@pytest.mark.parametrize(
+    ("size", "fix"),
+    [
+        ((32, 32), "give the channels too, e.g. (3, 32, 32)"),
+        ((3, 0, 32), "e.g. (3, 224, 224)"),
+        ("3x32x32", "e.g. (3, 224, 224)"),
+        ((3, 32.0, 32), "e.g. (3, 224, 224)"),
+    ],
+)
+def test_an_input_size_that_is_not_c_h_w_is_one_line(size, fix):
+    for call in (summarize, check_input, valid_input_range):
+        with pytest.raises(InvalidArgumentError) as info:
+            call("resnet20", size)
+        assert str(info.value) == (
+            f"input_size must be (C, H, W), three positive integers, got {size!r}: {fix}."
+        )
+    with pytest.raises(InvalidArgumentError, match="give the channels too"):
+        summarize(nn.Conv2d(3, 4, 3), (8, 8))

@@ -264,7 +264,7 @@ def test_every_option_has_exactly_one_check():
 @pytest.mark.parametrize("spelling", ["cifar10", "CIFAR10", "cifar-10", "Cifar_10"])
 def test_dataset_spellings_train_at_the_datasets_side(spelling):
     from cnnzoo.data.datasets import dataset_key
-    from cnnzoo.registry import get_spec
+    from cnnzoo.models import get_spec
     from cnnzoo.training.config import TrainConfig
     from cnnzoo.training.trainer import image_size_rule, resolve_image_size
 
@@ -287,7 +287,7 @@ def test_the_digits_loader_and_the_trainer_read_one_name():
 
 
 def test_an_image_folder_trains_at_the_models_default_input_and_says_so():
-    from cnnzoo.registry import get_spec
+    from cnnzoo.models import get_spec
     from cnnzoo.training.config import TrainConfig
     from cnnzoo.training.trainer import image_size_rule, resolve_image_size
 

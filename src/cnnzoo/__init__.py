@@ -14,10 +14,11 @@ _EXPORTS = {
     "summarize": "cnnzoo.analysis",
     "features": "cnnzoo.embeddings",
     "CnnzooError": "cnnzoo.errors",
-    "ModelSpec": "cnnzoo.registry",
-    "create_model": "cnnzoo.registry",
-    "get_spec": "cnnzoo.registry",
-    "list_models": "cnnzoo.registry",
+    # The zoo's lookups come from `cnnzoo.models`, which fills the registry as it imports.
+    "ModelSpec": "cnnzoo.models",
+    "get_spec": "cnnzoo.models",
+    "list_models": "cnnzoo.models",
+    "create_model": "cnnzoo.factory",
 }
 __all__ = [
     "CnnzooError",
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from cnnzoo.analysis import summarize
     from cnnzoo.embeddings import features
     from cnnzoo.errors import CnnzooError
-    from cnnzoo.registry import ModelSpec, create_model, get_spec, list_models
+    from cnnzoo.factory import create_model
+    from cnnzoo.models import ModelSpec, get_spec, list_models
     from cnnzoo.version import __version__
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,8 +32,9 @@ from typing import Any
 
 import torch
 
+from cnnzoo.environment import environment
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.models import build_model, get_spec
 
 PAUSE_S = 0.02  # before each timed call
 WARMUP = 2
@@ -88,27 +87,6 @@ class BenchResult:
         }
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    """CPU, cores, threads and library versions, for the record."""
-    from cnnzoo.inference.auto import machine
-
-    info = {
-        "cpu": machine(),
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        info["onnxruntime"] = None
-    return info
-
-
 def run_bench(
     models: Sequence[str],
     backends: Sequence[str],
@@ -156,7 +134,8 @@ def run_bench(
         chans, h, w = spec.input_size
         sizes[name] = (chans, image_size, image_size) if image_size else (chans, h, w)
         check_input(name, sizes[name])
-    result = BenchResult([], machine_info(threads))
+    env = environment(threads)
+    result = BenchResult([], {**env["machine"], **env["versions"]})
     result.notes.append(
         f"{rounds} timed calls per row after {WARMUP} warm-up calls, interleaved across "
         f"backends, {PAUSE_S * 1000:.0f} ms pause before each; "
@@ -165,7 +144,7 @@ def run_bench(
     for name in models:
         size = sizes[name]
         torch.manual_seed(0)
-        model = create_model(name).eval()
+        model = build_model(name).eval()
         params, macs = count_params(model), model_macs(model, size)
         calibration = _calibration(size) if "int8" in backends else None
         for batch in batch_sizes:
@@ -188,12 +167,16 @@ def run_bench(
     return result
 
 
+CALIBRATION_COUNT = 64  # fewer than eval's 256: speed does not depend on the ranges' quality
+
+
 def _calibration(size: tuple[int, int, int]) -> torch.Tensor:
     # int8 is calibrated on real images: the built-in digits, prepared at the model's size.
     from cnnzoo.data import load_dataset
+    from cnnzoo.inference import calibration_images
 
     data = load_dataset("digits", image_size=size[1], in_chans=size[0])
-    return torch.stack([data.train[i][0] for i in range(64)])
+    return calibration_images(data.train, CALIBRATION_COUNT)
 
 
 def time_runners(
@@ -279,7 +262,7 @@ def _probe_main(args: str) -> None:
     else:
         torch.manual_seed(0)
         name, size = source["model"], tuple(source["size"])
-        model = create_model(name).eval()
+        model = build_model(name).eval()
     x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
     calibration = _calibration(size) if backend == "int8" else None
     runner = optimize(

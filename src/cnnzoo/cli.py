@@ -19,13 +19,6 @@ from cnnzoo.errors import CnnzooError, InvalidArgumentError
 from cnnzoo.progress import EpochProgress
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))
-
-
 def parse_input_size(text: str) -> tuple[int, int, int]:
     """``"3x224x224"`` → ``(3, 224, 224)``; a single number is a square with 3 channels."""
     parts = text.lower().replace("×", "x").split("x")
@@ -43,6 +36,7 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> None:
+    from cnnzoo.analysis.render import human
     from cnnzoo.analysis.zoo import zoo_rows
 
     rows = zoo_rows(args.family)
@@ -58,7 +52,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
     for r in rows:
         c, h, w = r["input_size"]
         table.add_row(
-            r["name"], r["family"], str(r["year"]), f"{r['params']:,}", _human(r["macs"]),
+            r["name"], r["family"], str(r["year"]), f"{r['params']:,}", human(r["macs"]),
             f"{c}×{h}×{w}", r["valid_sizes"],
         )  # fmt: skip
     console.print(table)
@@ -66,7 +60,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
 
 def cmd_summary(args: argparse.Namespace, console: Console) -> None:
     from cnnzoo.analysis import check_input, render, summarize
-    from cnnzoo.registry import get_spec
+    from cnnzoo.models import get_spec
 
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be 1 or more, got {args.batch_size}.")
@@ -252,17 +246,11 @@ def _with_backend(args: argparse.Namespace, model, name: str, calibration=None):
 
 
 def _calibration_images(dataset: str, root: str | None, pre) -> object:
-    import torch
-
     from cnnzoo.data import load_dataset
+    from cnnzoo.inference import calibration_images
 
     train = load_dataset(dataset, root=root, preprocessing=pre).train  # never augmented here
-    count = min(CALIBRATION_IMAGES, len(train))
-    step = max(1, len(train) // count)  # spread over the split, which is ordered by class
-    return torch.stack([train[i][0] for i in range(0, step * count, step)])
-
-
-CALIBRATION_IMAGES = 256
+    return calibration_images(train)
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
@@ -323,21 +311,14 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
     if args.backend == "int8":
         calibration = _calibration_images(args.dataset, args.data_root, pre)
     runner = _with_backend(args, model, name, calibration)
+    # Quantization changes the outputs: int8 is measured against the fp32 model too.
+    reference = model if args.backend == "int8" else None
     result = evaluate(
         runner, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, reference=reference,
     )  # fmt: skip
-    if args.backend == "int8":  # quantization changes the outputs: say by how much
-        fp32 = evaluate(
-            model, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
-            batch_size=args.batch_size,
-        )  # fmt: skip
-        agree = _top1_agreement(runner, model, data.val)
-        notes.append(
-            f"int8 top-1 {100 * result.top1:.2f}% vs fp32 {100 * fp32.top1:.2f}% "
-            f"({100 * (result.top1 - fp32.top1):+.2f} points); top-1 agreement with fp32 "
-            f"{100 * agree:.2f}%"
-        )
+    if reference is not None:
+        notes.append(result.comparison("int8", "fp32"))
     picture = None
     if args.out:
         folder = Path(args.out)
@@ -381,15 +362,6 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
         console.print_json(json.dumps(report.to_dict()))
     else:
         console.out("\n".join(report.lines()), highlight=False)
-
-
-def _top1_agreement(runner, model, dataset) -> float:
-    import torch
-
-    from cnnzoo.inference import agreement
-
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    return agreement(runner, model.eval(), images)[0]
 
 
 def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
@@ -454,9 +426,10 @@ def _int_list(text: str, flag: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
+    from cnnzoo.analysis.render import human
     from cnnzoo.bench import run_bench
     from cnnzoo.fileio import atomic_write_text
-    from cnnzoo.registry import list_models
+    from cnnzoo.models import list_models
 
     if bool(args.all) == bool(args.models):
         raise InvalidArgumentError("give --models a,b,... or --all (one of them).")
@@ -486,7 +459,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> None:
         table.add_row(
             r.model, backend, str(r.batch), "×".join(map(str, r.input_size)),
             f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput:.1f}", *memory,
-            f"{r.params:,}", _human(r.macs), f"{r.gflops:.1f}",
+            f"{r.params:,}", human(r.macs), f"{r.gflops:.1f}",
         )  # fmt: skip
     console.print(table)
     for note in result.notes:

@@ -16,12 +16,9 @@ docs/export.md says how to run the files and why these choices.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
-import importlib
 import json
-import math
 import os
 import time
 import warnings
@@ -35,8 +32,11 @@ from torch import nn
 
 from cnnzoo.analysis import check_input
 from cnnzoo.errors import ExportError, InputSizeError, InvalidArgumentError
+from cnnzoo.extras import require
 from cnnzoo.fileio import TMP_SUFFIX
-from cnnzoo.registry import get_spec
+from cnnzoo.models import get_spec
+from cnnzoo.onnxrt import onnx_session, run_onnx
+from cnnzoo.parity import ParityCheck, compare_outputs, fp32_rounding_error, model_device
 
 FORMATS = ("onnx", "torchscript")
 ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")
@@ -45,88 +45,8 @@ ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 METADATA_FILE = "cnnzoo.json"  # the TorchScript extra file holding the metadata
-RTOL = 1e-4  # different engines: 1e-4 · max(1, max |y|) and the same top-1 (DESIGN.md §4)
-# ... unless the model's own fp32 forward is further than that from exact arithmetic. Two fp32
-# evaluations each within e of the exact value differ by up to 2e; 4e still rejects an engine
-# more than 3× less exact than eager. (A trained network with near-zero BatchNorm variances can
-# amplify rounding 300-fold on inputs unlike its data: eager itself then misses float64 by
-# 1e-3 of max |y|, and so does every other correct engine.)
-ROUNDING_FACTOR = 4
 EXPORT_BATCH = 2  # torch.export specialises sizes 0 and 1: a batch of 1 would fix the axis
 CHECK_BATCHES = (1, 3)  # both differ from EXPORT_BATCH, so they prove the batch axis is free
-
-
-@dataclass
-class ParityCheck:
-    """One comparison of the file's outputs with the eager model's.
-
-    Attributes:
-        name: what was fed (``"random"`` or ``"real images"``).
-        batch: the batch size.
-        max_abs_diff: largest absolute difference between the two outputs.
-        tolerance: ``1e-4 · max(1, max |y|)``, ``y`` the eager output, or
-            ``ROUNDING_FACTOR × rounding_error`` where that is larger.
-        top1_agreement: fraction of rows whose top-1 class is the same in both.
-        rounding_error: how far the eager fp32 output is from the model run in float64
-            (measured only when the difference exceeds the first tolerance; else ``None``).
-    """
-
-    name: str
-    batch: int
-    max_abs_diff: float
-    tolerance: float
-    top1_agreement: float
-    rounding_error: float | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.top1_agreement == 1.0  # NaN fails
-
-    def line(self) -> str:
-        agree = round(self.top1_agreement * self.batch)
-        rounding = ""
-        if self.rounding_error is not None:
-            rounding = f", eager's own fp32 rounding error {self.rounding_error:.2e}"
-        return (
-            f"{self.name}, batch {self.batch}: max |Δ| {self.max_abs_diff:.2e} (tolerance "
-            f"{self.tolerance:.2e}{rounding}), top-1 {agree}/{self.batch} agree"
-        )
-
-
-def compare_outputs(
-    name: str, want: torch.Tensor, got: Any, rounding_error: Callable[[], float]
-) -> ParityCheck:
-    """Check ``got`` (another engine's output) against ``want`` (the model's, fp32, eager):
-    max |Δ| within ``1e-4 · max(1, max |want|)`` and the same top-1 (DESIGN.md §4); a wrong
-    shape fails. Where the difference exceeds that, ``rounding_error()`` is asked how far
-    ``want`` is from exact arithmetic (:func:`fp32_rounding_error`), and the tolerance becomes
-    ``ROUNDING_FACTOR`` times that if it is larger: an engine is not blamed for differing from
-    eager by what eager itself misses the exact value by."""
-    want = want.detach().float().cpu()
-    tolerance = RTOL * max(1.0, want.abs().max().item())
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-        return ParityCheck(name, len(want), float("inf"), tolerance, 0.0)
-    got = got.detach().float().cpu()
-    check = ParityCheck(
-        name,
-        len(want),
-        (got - want).abs().max().item(),
-        tolerance,
-        (got.argmax(1) == want.argmax(1)).float().mean().item(),
-    )
-    if check.max_abs_diff > tolerance and math.isfinite(check.max_abs_diff):
-        check.rounding_error = rounding_error()
-        check.tolerance = max(tolerance, ROUNDING_FACTOR * check.rounding_error)
-    return check
-
-
-def fp32_rounding_error(model: nn.Module, x: torch.Tensor, want: torch.Tensor) -> float:
-    """max |want − model(x) in float64|: how far the model's fp32 output ``want`` is from exact
-    arithmetic (a float64 copy of the model, the user's left as it is)."""
-    exact = copy.deepcopy(model).double()
-    with torch.no_grad():
-        reference = exact(x.detach().to(_device(model), torch.float64))
-    return (want.double() - reference.detach().cpu()).abs().max().item()
 
 
 @dataclass
@@ -206,7 +126,7 @@ def export_model(
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown export format {fmt!r}: choose {', '.join(FORMATS)}.")
     if fmt == "onnx":
-        _require(ONNX_EXTRA)
+        require(*ONNX_EXTRA, needed_by="ONNX export")
     path = Path(path)
     if not path.parent.is_dir() or path.is_dir():
         why = (
@@ -241,20 +161,6 @@ def export_model(
 
 
 # --- arguments -------------------------------------------------------------------------------
-
-
-def _require(modules: tuple[str, ...]) -> None:
-    missing = []
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise ExportError(
-            "ONNX export needs the onnx extra: pip install 'cnnzoo[onnx]' "
-            f"(missing: {', '.join(missing)})"
-        )
 
 
 def _input_size(
@@ -399,18 +305,13 @@ def _fsync(path: Path) -> None:
 def _random(batch: int, size: tuple[int, ...], seed: int, model: nn.Module) -> torch.Tensor:
     # Standard normal: about what normalised images look like.
     x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(seed))
-    return x.to(_device(model))
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+    return x.to(model_device(model))
 
 
 def _load_runner(fmt: str, path: Path, device: torch.device) -> Callable[[torch.Tensor], Any]:
     """A function running the written file on a batch (tests replace it to inject faults)."""
     if fmt == "onnx":
-        session = onnx_session(path)
+        session = onnx_session(path, needed_by="Checking an ONNX export")
         return lambda x: run_onnx(session, x)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
@@ -420,13 +321,13 @@ def _load_runner(fmt: str, path: Path, device: torch.device) -> Callable[[torch.
 def _parity_checks(
     model: nn.Module, tmp: Path, report: ExportReport, real_inputs: Any, seed: int
 ) -> list[ParityCheck]:
-    runner = _load_runner(report.format, tmp, _device(model))
+    runner = _load_runner(report.format, tmp, model_device(model))
     size = report.input_size
     inputs = [
         ("random", _random(b, size, seed + 1 + i, model)) for i, b in enumerate(CHECK_BATCHES)
     ]
     if real_inputs is not None:
-        inputs.append(("real images", real_inputs.to(_device(model), torch.float32)))
+        inputs.append(("real images", real_inputs.to(model_device(model), torch.float32)))
     checks = []
     for label, x in inputs:
         where = f"{report.format} check {label}, batch {len(x)}"
@@ -458,46 +359,6 @@ def _parity_checks(
 # --- using the files -------------------------------------------------------------------------
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime session for ``path`` on the CPU (``CPUExecutionProvider`` only), its
-    worker threads spinning during a run and stopped as soon as it returns.
-
-    Args:
-        path: an ONNX file.
-        threads: intra-op threads; ``torch.get_num_threads()`` when ``None``, so that ONNX
-            Runtime and eager torch are measured on equal terms.
-
-    Raises:
-        ExportError: onnxruntime is not installed.
-        InvalidArgumentError: ``threads`` is not a positive integer.
-    """
-    _require(("onnxruntime",))
-    import onnxruntime
-
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise InvalidArgumentError(f"threads must be a positive integer, got {threads!r}.")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1  # one graph at a time: the intra-op threads do the work
-    options.log_severity_level = 3  # errors only; a failure still raises
-    # Workers spin between the operators of a run (waking a sleeping thread for each of a few
-    # hundred small operators costs 5-7% on EfficientNet-B0 and DenseNet-121 at 2 threads), but
-    # stop the moment the run returns: by default they would spin on for a while and take the
-    # cores from whatever runs next (measured: the next PyTorch call 2x slower).
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    return onnxruntime.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-
-
-def run_onnx(session: Any, x: torch.Tensor) -> torch.Tensor:
-    """Run a one-input, one-output session on the batch ``x``; the output as a tensor."""
-    array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: array})[0])
-
-
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of an exported ONNX or TorchScript file (``{}`` when it has none).
 
@@ -511,8 +372,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
             torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         return json.loads(extra[METADATA_FILE] or "{}")
-    _require(("onnx",))
-    import onnx
+    (onnx,) = require("onnx", needed_by="Reading an ONNX file's metadata")
 
     props = onnx.load(str(path), load_external_data=False).metadata_props
     return {p.key: _json_or_text(p.value) for p in props}

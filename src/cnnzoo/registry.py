@@ -1,26 +1,25 @@
-"""The model registry: one dict, one decorator, one factory.
+"""The model registry: one dict, one decorator, one builder.
 
 A builder registered with :func:`register_model` carries the facts that tests and the CLI need
-(paper, year, default input, valid input sizes). :func:`create_model` is the only public way to
-build a model by name: it checks the name and the keyword arguments before anything is built.
+(paper, year, default input, valid input sizes). :func:`build_model` builds a registered model
+by name with random weights, checking the name and the keyword arguments before anything is
+built; ``cnnzoo.create_model`` (:mod:`cnnzoo.factory`) adds loading a weight file on top.
+
+This module imports nothing of cnnzoo but its errors: the families register themselves when
+``cnnzoo.models`` is imported (``import cnnzoo`` does it first), and weight loading sits above
+(timm's split of registry and factory), so that nothing here calls back up.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
-from cnnzoo.errors import (
-    InputSizeError,
-    InvalidArgumentError,
-    UnknownArgumentError,
-    UnknownModelError,
-)
+from cnnzoo.checks import check_int, did_you_mean
+from cnnzoo.errors import UnknownArgumentError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -78,23 +77,6 @@ class ModelSpec:
                 high = opt_high if high is None else min(high, opt_high or high)
         return low, high
 
-    def check_input(self, height: int, width: int, **options: object) -> None:
-        """Raise :class:`InputSizeError` when ``height × width`` is outside the valid sizes of
-        the model built with ``options``."""
-        low, high = self.size_range(**options)
-        valid = _range_text(low, high)
-        if min(height, width) < low:
-            raise InputSizeError(
-                f"{self.name} needs inputs of at least {low}×{low} (got {height}×{width}): "
-                f"resize the images to {low} or more."
-            )
-        if high is not None and max(height, width) > high:
-            raise InputSizeError(
-                f"{self.name} takes inputs of {valid} pixels a side, because its classifier "
-                f"reads a fixed-size feature map (got {height}×{width}): resize or crop the "
-                f"images to {self.input_size[1]}×{self.input_size[2]}."
-            )
-
     def accepts(self) -> list[str]:
         """The keyword arguments the builder takes."""
         return list(inspect.signature(self.builder).parameters)
@@ -126,7 +108,7 @@ def register_model(
     """Register a model builder under its function name.
 
     The builder must take ``num_classes`` and ``in_chans`` as keyword arguments; every other
-    keyword it takes is a family option that :func:`create_model` passes through.
+    keyword it takes is a family option that :func:`build_model` passes through.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -157,15 +139,20 @@ def register_model(
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every family; done lazily so `registry` has no cycle.
-    import cnnzoo.models  # noqa: F401
+def _filled() -> dict[str, ModelSpec]:
+    # The families register themselves when `cnnzoo.models` is imported; this module never
+    # imports them (it sits below them). An empty registry is a programming error, not a user's.
+    if not _REGISTRY:
+        raise RuntimeError(
+            "no model is registered: look models up through cnnzoo.models (or cnnzoo), which "
+            "imports every family"
+        )
+    return _REGISTRY
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names in registration order (families in paper order)."""
-    _ensure_loaded()
-    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+    return [n for n, s in _filled().items() if family is None or s.family == family]
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -174,40 +161,22 @@ def get_spec(name: str) -> ModelSpec:
     Raises:
         UnknownModelError: the name is not registered; the message lists close matches.
     """
-    _ensure_loaded()
     try:
-        return _REGISTRY[name]
+        return _filled()[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else "see `cnnzoo list`."
-        raise UnknownModelError(f"unknown model {name!r}: {hint}") from None
+        hint = did_you_mean(name, _REGISTRY) or " (see `cnnzoo list`)"
+        raise UnknownModelError(f"unknown model {name!r}{hint}.") from None
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    **kwargs: object,
-) -> nn.Module:
-    """Build a registered model by name.
-
-    Args:
-        name: registry name, e.g. ``"resnet50"`` (``cnnzoo list`` shows them all).
-        num_classes: size of the classifier output; the model's default when ``None`` (the
-            file's when ``weights`` is given).
-        in_chans: input channels; the model's default (``input_size[0]``) when ``None`` (the
-            file's when ``weights`` is given).
-        weights: path of a weight file to load (see :func:`cnnzoo.weights.load_weights`, which
-            also returns the load report; this prints nothing and keeps only the model).
-        **kwargs: family options, e.g. ``aux_logits=True`` for GoogLeNet.
+def check_arguments(
+    name: str, num_classes: object, in_chans: object, kwargs: dict[str, object]
+) -> ModelSpec:
+    """The spec of ``name`` once the arguments of a build are known to be good.
 
     Raises:
         UnknownModelError: the name is not registered.
         UnknownArgumentError: a keyword argument the model does not take (also a ``TypeError``).
         InvalidArgumentError: ``num_classes`` or ``in_chans`` is not a positive integer.
-        WeightsError: the weight file cannot be used (see :func:`cnnzoo.weights.load_weights`).
     """
     spec = get_spec(name)
     accepted = spec.accepts()
@@ -219,15 +188,28 @@ def create_model(
             f"{name} got an unknown keyword argument {unknown[0]!r}; it takes: {takes}."
         )
     for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise InvalidArgumentError(f"{arg} must be a positive integer, got {value!r}.")
-    if weights is not None:
-        # Imported here: `weights` builds on this module, not the other way round.
-        from cnnzoo.weights import load_weights
+        if value is not None:
+            check_int(arg, value)
+    return spec
 
-        return load_weights(name, weights, num_classes=num_classes, in_chans=in_chans, **kwargs)[0]
+
+def build_model(
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs: object
+) -> nn.Module:
+    """Build a registered model by name, with random weights.
+
+    Args:
+        name: registry name, e.g. ``"resnet50"`` (``cnnzoo list`` shows them all).
+        num_classes: size of the classifier output; the model's default when ``None``.
+        in_chans: input channels; the model's default (``input_size[0]``) when ``None``.
+        **kwargs: family options, e.g. ``aux_logits=True`` for GoogLeNet.
+
+    Raises:
+        UnknownModelError: the name is not registered.
+        UnknownArgumentError: a keyword argument the model does not take (also a ``TypeError``).
+        InvalidArgumentError: ``num_classes`` or ``in_chans`` is not a positive integer.
+    """
+    spec = check_arguments(name, num_classes, in_chans, kwargs)
     num_classes = spec.num_classes if num_classes is None else num_classes
     in_chans = spec.input_size[0] if in_chans is None else in_chans
     return spec.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -17,6 +17,8 @@ from pathlib import Path
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
     "torchvision": ("torchvision",),
+    "numpy": ("numpy",),
+    "matplotlib": ("matplotlib",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
     "openvino": ("openvino",),
 }

@@ -35,6 +35,16 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%"
 
 
+def _fewer(ratio: float) -> str:
+    """``ratio`` = new / old as words: ``"9.0× fewer"``, ``"1.11× more"`` or ``"as many"``
+    (two decimals near 1, where one would read 1.0× for a real difference)."""
+    if ratio == 1:
+        return "as many"
+    times = 1 / ratio if ratio < 1 else ratio
+    digits = 1 if times >= 1.05 else 2
+    return f"{times:,.{digits}f}× {'fewer' if ratio < 1 else 'more'}"
+
+
 def bottleneck(in_chans: int, mid_chans: int, out_chans: int, kernel: int) -> Explanation:
     """A K×K convolution C_in → C_out against a 1×1 reduction to C_mid followed by the K×K."""
     _positive(**{"in": in_chans, "mid": mid_chans, "out": out_chans, "kernel": kernel})
@@ -79,7 +89,7 @@ def separable(in_chans: int, out_chans: int, kernel: int, size: int) -> Explanat
             f"pointwise: M·N·D_F² = {m}·{n}·{s}² = {pw:,}",
             f"separable: {dw:,} + {pw:,} = {dw + pw:,} multiply-adds, {sep_w:,} weights",
             f"ratio: (D_K²·M·D_F² + M·N·D_F²) / (D_K²·M·N·D_F²) = 1/N + 1/D_K² "
-            f"= 1/{n} + 1/{k**2} = {ratio:.4f} ({1 / ratio:.1f}× fewer)",
+            f"= 1/{n} + 1/{k**2} = {ratio:.4f} ({_fewer(ratio)} multiply-adds)",
         ],
         {"standard": std, "depthwise": dw, "pointwise": pw, "separable": dw + pw, "ratio": ratio},
     )
@@ -98,7 +108,7 @@ def fc_vs_conv(width: int, height: int, chans: int, out: int, kernel: int) -> Ex
             f"= {fc:,} parameters",
             f"convolution: {out} filters of {kernel}×{kernel}×{chans}, shared across positions: "
             f"{out}·({kernel}²·{chans} + 1) = {conv:,} parameters",
-            f"the convolution needs {fc / conv:,.1f}× fewer parameters, and its count does not "
+            f"the convolution needs {_fewer(conv / fc)} parameters, and its count does not "
             f"grow with the image",
         ],
         {"fc": fc, "conv": conv, "ratio": fc / conv},

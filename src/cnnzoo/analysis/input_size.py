@@ -15,8 +15,8 @@ import functools
 from torch import nn
 
 from cnnzoo.analysis.trace import SizeCheck, SizeGraph, SizeNode, evaluate, meta_build, trace
-from cnnzoo.errors import InputSizeError
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.errors import InputSizeError, InvalidArgumentError
+from cnnzoo.models import ModelSpec, build_model, get_spec
 
 # Square sides tried, in order, to find one a user's module takes when no size is given.
 _PROBE_SIDES = (224, 32, 64, 128, 256, 299, 512, 1024)
@@ -24,21 +24,39 @@ _PROBE_SIDES = (224, 32, 64, 128, 256, 299, 512, 1024)
 _MAX_SIDE = 8192
 
 
+def as_input_size(value: object, channels: int = 3) -> tuple[int, int, int]:
+    """``value`` as ``(C, H, W)`` if it is three positive integers; otherwise a one-line
+    :class:`InvalidArgumentError` (``(H, W)`` alone gets ``(channels, H, W)`` suggested)."""
+    size = tuple(value) if isinstance(value, (tuple, list)) else None
+    if (
+        size is not None
+        and len(size) == 3
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+    ):
+        return size  # type: ignore[return-value]
+    fix = "e.g. (3, 224, 224)"
+    if size is not None and len(size) == 2:
+        fix = f"give the channels too, e.g. ({channels}, {size[0]}, {size[1]})"
+    raise InvalidArgumentError(
+        f"input_size must be (C, H, W), three positive integers, got {value!r}: {fix}."
+    )
+
+
 def _model_and_size(
     model_or_name: nn.Module | str, input_size: tuple[int, int, int] | None
 ) -> tuple[nn.Module, str, tuple[int, ...] | None]:
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
-        size = spec.input_size if input_size is None else tuple(input_size)
+        size = spec.input_size if input_size is None else as_input_size(input_size)
         return _meta_model(spec.name, size[0]), spec.name, size
-    given = None if input_size is None else tuple(input_size)
-    return model_or_name, type(model_or_name).__name__, given
+    size = None if input_size is None else as_input_size(input_size)
+    return model_or_name, type(model_or_name).__name__, size
 
 
 @functools.lru_cache(maxsize=64)
 def _meta_model(name: str, in_chans: int) -> nn.Module:
     with meta_build():
-        return create_model(name, in_chans=in_chans)
+        return build_model(name, in_chans=in_chans)
 
 
 def _graph(model: nn.Module, input_size: tuple[int, ...] | None) -> SizeGraph | None:
@@ -167,22 +185,35 @@ def _range_text(low: int, high: int | None) -> str:
     return f"{low}-{high} pixels a side: resize the images to {low}-{high} pixels"
 
 
-def check_input(model_or_name: nn.Module | str, input_size: tuple[int, int, int]) -> None:
+def check_input(
+    model_or_name: nn.Module | str, input_size: tuple[int, int, int], **options: object
+) -> None:
     """Raise if the model cannot take an input of ``input_size`` = ``(C, H, W)``.
 
-    Nothing runs on data: the check walks the size graph of a shape-only pass with the
-    formulas, so it is meant to be called before a forward pass, a training run or an export.
+    The one input-size check of cnnzoo (summary, train, bench, export), so that a mistake reads
+    the same whichever command meets it. Nothing runs on data: the check walks the size graph
+    of a shape-only pass with the formulas, so it is meant to be called before a forward pass,
+    a training run or an export.
+
+    Args:
+        model_or_name: a registry name or a module.
+        input_size: ``(C, H, W)``.
+        **options: for a registry name, the boolean options the model is built with that
+            narrow its sizes (``ModelSpec.option_sizes``, e.g. ``aux_logits=True``: heads that
+            run in training only, which the eval-mode pass does not see).
 
     Raises:
         InputSizeError: one line naming the first layer that breaks, its input size, the
             formula or constraint with the numbers substituted, and the valid input sides.
     """
     model, name, _ = _model_and_size(model_or_name, None)
+    input_size = as_input_size(input_size)
     reference = None
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
         reference = (input_size[0], *spec.input_size[1:])
         model = _meta_model(spec.name, input_size[0])
+        _check_options(spec, tuple(input_size), options)
     graph = _graph(model, reference if reference is not None else tuple(input_size))
     if graph is None:
         raise InputSizeError(f"{name} runs on none of the input sizes tried; pass input_size.")
@@ -198,6 +229,19 @@ def check_input(model_or_name: nn.Module | str, input_size: tuple[int, int, int]
         except InputSizeError as error:
             layer, what = getattr(error, "layer", "a layer"), str(error)
     raise _size_error(model, name, tuple(input_size), layer, what, reference)
+
+
+def _check_options(spec: ModelSpec, input_size: tuple[int, ...], options: dict) -> None:
+    for option, (low, high) in spec.option_sizes.items():
+        if options.get(option) and not (
+            low <= min(input_size[1:]) and (high is None or max(input_size[1:]) <= high)
+        ):
+            shape = "×".join(str(s) for s in input_size)
+            low, high = spec.size_range(**options)
+            raise InputSizeError(
+                f"{spec.name} at input {shape}: {option}=True adds layers that read a fixed-size "
+                f"map; {spec.name} with {option}=True takes {_range_text(low, high)}."
+            )
 
 
 def _size_error(

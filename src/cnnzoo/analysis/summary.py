@@ -22,7 +22,7 @@ from cnnzoo.analysis import formulas
 from cnnzoo.analysis.trace import Trace, meta_build, trace
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.layers import DropPath, StochasticPool2d
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.models import build_model, get_spec
 
 # Leaf types that cost no multiply-adds by the conv + linear convention.
 ZERO_MAC_TYPES: tuple[type[nn.Module], ...] = (
@@ -336,21 +336,22 @@ def summarize(
         InputSizeError: the input is too small for a layer, or gives a classifier the wrong
             number of features; the message names the layer and the valid sizes.
         UnknownModelError: the name is not registered.
+        InvalidArgumentError: ``input_size`` is not three positive integers.
     """
-    from cnnzoo.analysis.input_size import explain_size_error
+    from cnnzoo.analysis.input_size import as_input_size, explain_size_error
 
     size: tuple[int, ...]
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
         name = spec.name
-        size = spec.input_size if input_size is None else tuple(input_size)
+        size = spec.input_size if input_size is None else as_input_size(input_size)
         with meta_build():
-            model = create_model(name, num_classes=num_classes, in_chans=size[0])
+            model = build_model(name, num_classes=num_classes, in_chans=size[0])
     else:
         model, name = model_or_name, type(model_or_name).__name__
         if input_size is None:
             raise InvalidArgumentError(f"summarize({name}) needs an input_size (C, H, W).")
-        size = tuple(input_size)
+        size = as_input_size(input_size)
     try:
         result = trace(model, size, batch_size, dtype)
     except Exception as error:  # an InputSizeError gets the valid range added, once

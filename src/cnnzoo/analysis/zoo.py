@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnzoo.registry import get_spec, list_models
+from cnnzoo.models import get_spec, list_models
 
 
 def zoo_rows(family: str | None = None) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from cnnzoo.analysis.render import human
 from cnnzoo.fileio import atomic_write_bytes
 
 MAX_AREA = 2500.0  # marker size (diameter², points²) of the largest ball: 50 points across
@@ -71,15 +72,6 @@ def pareto_front(x: Sequence[float], y: Sequence[float], *, maximize_x: bool = F
     return sorted(front, key=lambda i: (x[i], -y[i]))
 
 
-def human(n: float) -> str:
-    """``61706`` → ``"62K"``, ``11689512`` → ``"11.7M"``, ``1.8e9`` → ``"1.8G"``."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.3g}{unit}"
-    return f"{n:.3g}"
-
-
 def three_digits(value: float) -> str:
     """``1157.9`` → ``"1,158"``, ``7.512`` → ``"7.51"``: three significant digits, no exponent."""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
@@ -105,7 +97,7 @@ def size_legend(params: Sequence[int], scale: float) -> list[tuple[str, float]]:
     values = [10**k for k in powers][-4:]
     if len(values) < 2:
         values = sorted({_two_digits(low), *values, _two_digits(high)})
-    return [(human(v), v * scale) for v in values]
+    return [(human(v, significant=3), v * scale) for v in values]
 
 
 def _two_digits(n: int) -> int:

@@ -54,7 +54,8 @@ def _seeds(text: str) -> list[int]:
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     """Run ``cnnzoo compare`` with parsed ``args``; print the table and where the files are."""
-    from cnnzoo.compare.charts import human, three_digits
+    from cnnzoo.analysis.render import human
+    from cnnzoo.compare.charts import three_digits
     from cnnzoo.compare.core import run_compare
 
     models = None if args.models is None else args.models.split(",")
@@ -93,7 +94,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             )
             peak = "" if r.peak_rss_mb_b32 is None else f"{r.peak_rss_mb_b32:.0f}"
             table.add_row(
-                r.model, str(r.image_size), f"{r.params:,}", human(r.macs),
+                r.model, str(r.image_size), f"{r.params:,}", human(r.macs, significant=3),
                 f"{r.weights_mb:.3g}", top1,
                 f"{r.train_seconds:.1f}", f"{r.latency_p50_ms_b1:.2f}",
                 f"{r.throughput_img_s_b32:.1f}", peak, three_digits(r.top1_pct_per_mparams),

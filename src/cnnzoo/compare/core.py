@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnzoo.bench import BenchResult, BenchRow, machine_info
+from cnnzoo.bench import BenchResult, BenchRow
 from cnnzoo.compare import charts, report
 from cnnzoo.compare.plan import BENCH_BATCHES, CompareConfig, Plan, make_plan
 from cnnzoo.compare.reference import chart_rows
 from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.compare.results import CompareRow, make_row, write_results
 from cnnzoo.compare.runs import RunRecord, train_run
+from cnnzoo.environment import environment
 from cnnzoo.fileio import atomic_write_text
 
 
@@ -45,32 +45,6 @@ class CompareResult:
     bench: list[BenchRow]
     files: dict[str, Path]
     notes: list[str] = field(default_factory=list)
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of everything that shapes the numbers."""
-    import matplotlib
-    import numpy
-    import torch
-    import torchvision
-
-    import cnnzoo
-
-    try:
-        import onnxruntime
-
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = None
-    return {
-        "cnnzoo": cnnzoo.__version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "onnxruntime": ort,
-        "numpy": numpy.__version__,
-        "matplotlib": matplotlib.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _train_all(plan: Plan, reporter: CompareReporter) -> list[RunRecord]:
@@ -138,7 +112,8 @@ def run_compare(config: CompareConfig, reporter: CompareReporter | None = None) 
         by_model.setdefault(r.model, []).append(r)
     rows = [make_row([r for r in runs if r.model == m], by_model[m]) for m in plan.models]
 
-    machine, libs = machine_info(plan.threads or _torch_threads()), versions()
+    env = environment(plan.threads or _torch_threads())
+    machine, libs = env["machine"], env["versions"]
     notes = _notes(plan, runs)
     out = plan.out
     bench = BenchResult(bench_rows, machine, notes=[_bench_note(plan)])
@@ -278,8 +253,7 @@ def _degradation(plan: Plan, reporter: CompareReporter) -> CompareResult:
         "runs": [r.to_dict() | {"final_train_error_pct": 100 * (1 - r.history[-1]["train_acc"])}
                  for r in runs],
         "verdict": notes[0],
-        "machine": machine_info(plan.threads or _torch_threads()),
-        "versions": versions(),
+        **environment(plan.threads or _torch_threads()),
         "command": plan.command or sys.argv,
     }  # fmt: skip
     files["degradation.json"] = out / "degradation.json"

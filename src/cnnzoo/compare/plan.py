@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
-from cnnzoo.registry import ModelSpec, get_spec
+from cnnzoo.models import ModelSpec, get_spec
 from cnnzoo.training.config import training_options
 
 # The classic line-up, in paper order: the default list.

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnzoo.analysis.render import human
 from cnnzoo.bench import BenchRow
-from cnnzoo.compare.charts import human, three_digits
+from cnnzoo.compare.charts import three_digits
 from cnnzoo.compare.plan import Plan
 from cnnzoo.compare.reference import imagenet_rows
 from cnnzoo.compare.results import CompareRow
@@ -181,8 +182,8 @@ def compare_page(
         "p50 ms (b1)", "img/s (b32)", "peak MB (b32)", "top-1 %/M params", "backend b1 / b32",
     ]  # fmt: skip
     table_rows = [
-        (r.model, r.image_size, f"{r.params:,}", human(r.macs), f"{r.weights_mb:.3g}",
-         _pct(r.top1_pct, r.top1_pct_std),
+        (r.model, r.image_size, f"{r.params:,}", human(r.macs, significant=3),
+         f"{r.weights_mb:.3g}", _pct(r.top1_pct, r.top1_pct_std),
          _pct(r.top5_pct, r.top5_pct_std), f"{r.train_seconds:.1f}", f"{r.latency_p50_ms_b1:.2f}",
          f"{r.throughput_img_s_b32:.1f}",
          "–" if r.peak_rss_mb_b32 is None else f"{r.peak_rss_mb_b32:.0f}",
@@ -198,8 +199,9 @@ def compare_page(
     ]
     if plan.reference:
         ref = [
-            (r["name"], "×".join(map(str, r["input"])), f"{r['params']:,}", human(r["macs"]),
-             r["top1"], "–" if r["top5"] is None else r["top5"], r["weights"])
+            (r["name"], "×".join(map(str, r["input"])), f"{r['params']:,}",
+             human(r["macs"], significant=3), r["top1"], "–" if r["top5"] is None else r["top5"],
+             r["weights"])
             for r in imagenet_rows(plan.models)
         ]  # fmt: skip
         header = ["model", "input", "params", "MACs", "top-1 %", "top-5 %", "weights"]

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import ExportError, InvalidArgumentError
-from cnnzoo.export import compare_outputs
 from cnnzoo.inference import auto
 from cnnzoo.inference.backends import (
     CUDA_DTYPES,
@@ -36,7 +35,13 @@ from cnnzoo.inference.backends import (
     check_cuda,
 )
 from cnnzoo.inference.fold import fold_batchnorm
-from cnnzoo.inference.ort import build_int8, build_onnxruntime, ort_session
+from cnnzoo.inference.ort import (
+    CALIBRATION_IMAGES,
+    build_int8,
+    build_onnxruntime,
+    calibration_images,
+    ort_session,
+)
 from cnnzoo.inference.runner import (
     Candidate,
     Runner,
@@ -46,15 +51,18 @@ from cnnzoo.inference.runner import (
     check_threads,
     torch_threads,
 )
-from cnnzoo.registry import get_spec
+from cnnzoo.models import get_spec
+from cnnzoo.parity import compare_outputs
 
 __all__ = [
     "AUTO_CANDIDATES",
     "BACKENDS",
+    "CALIBRATION_IMAGES",
     "Candidate",
     "Runner",
     "RunnerModule",
     "agreement",
+    "calibration_images",
     "fold_batchnorm",
     "optimize",
     "ort_session",

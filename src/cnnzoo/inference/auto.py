@@ -14,7 +14,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnzoo.environment import environment
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.inference.runner import Candidate
 
@@ -74,20 +74,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CNNZOO_CACHE") or Path.home() / ".cache" / "cnnzoo")
 
 
-def machine() -> str:
-    """The CPU model (``/proc/cpuinfo`` on Linux, else ``platform.processor()``) and the
-    architecture, e.g. ``"AMD EPYC 9654 96-Core Processor (x86_64)"``."""
-    name = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
-            )
-    except OSError:
-        pass
-    return f"{name or platform.processor() or 'unknown CPU'} ({platform.machine()})"
-
-
 def architecture_hash(model: nn.Module) -> str:
     """A hash of the class and the state_dict's names, shapes and dtypes: it changes with the
     architecture (e.g. another number of classes), not with the weights' values, which do not
@@ -102,14 +88,8 @@ def cache_key(
     model: nn.Module, name: str, example: torch.Tensor, threads: int, candidates: Sequence[str]
 ) -> dict[str, Any]:
     """Everything the choice depends on."""
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:
-        ort_version = None
-    from cnnzoo import __version__
-
+    env = environment(threads)
+    versions = env["versions"]
     return {
         "version": CACHE_VERSION,
         "model": name,
@@ -117,10 +97,10 @@ def cache_key(
         "input_shape": list(example.shape),
         "batch": len(example),
         "threads": threads,
-        "machine": machine(),
-        "torch": torch.__version__,
-        "onnxruntime": ort_version,
-        "cnnzoo": __version__,
+        "machine": env["machine"]["cpu"],
+        "torch": versions["torch"],
+        "onnxruntime": versions["onnxruntime"],
+        "cnnzoo": versions["cnnzoo"],
         "candidates": list(candidates),
     }
 

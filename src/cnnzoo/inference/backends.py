@@ -6,9 +6,10 @@ function that runs a batch and a few words on what it does. The ONNX Runtime bac
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.export import fp32_rounding_error
 from cnnzoo.inference.fold import fold_batchnorm
+from cnnzoo.parity import fp32_rounding_error
 
 CUDA_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,7 +49,7 @@ class Context:
 
     def rounding_error(self, want: torch.Tensor) -> float:
         """How far the eager output ``want`` on the example is from float64 arithmetic
-        (:func:`cnnzoo.export.fp32_rounding_error`), measured once for all candidates."""
+        (:func:`cnnzoo.parity.fp32_rounding_error`), measured once for all candidates."""
         if "rounding" not in self._memo:
             self._memo["rounding"] = fp32_rounding_error(self.model, self.example, want)
         return self._memo["rounding"]
@@ -130,7 +131,7 @@ def build_cuda(ctx: Context) -> Built:
 
     Inputs may live on any device; they are copied to the GPU and the float32 logits copied
     back to the input's device. cuDNN picks its fastest algorithms per shape (benchmark mode,
-    switched on for each call only).
+    inside each call only: :func:`cudnn_benchmark`).
     """
     check_cuda()
     dtype = CUDA_DTYPES[ctx.cuda_dtype]
@@ -138,19 +139,36 @@ def build_cuda(ctx: Context) -> Built:
 
     def run(x: torch.Tensor) -> torch.Tensor:
         gpu = x.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)
-        was = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = True
-        try:
-            with torch.autocast("cuda", dtype=dtype):
-                y = model(gpu)
-        finally:
-            torch.backends.cudnn.benchmark = was
+        with cudnn_benchmark(), torch.autocast("cuda", dtype=dtype):
+            y = model(gpu)
         return y.float().to(x.device)
 
     name = torch.cuda.get_device_name()
     return Built(
         run, f"{name}, channels_last, autocast {ctx.cuda_dtype}", device="cuda", exact=False
     )
+
+
+@contextlib.contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """cuDNN's benchmark mode on inside, the flag as it was on leaving (also on an error).
+
+    Scoped to each call rather than set when the runner is built: a runner can live as long as
+    the process (predict, the explorer), and the flag is process-wide, so leaving it on would
+    change how every other convolution picks its algorithm — a trainer in the same process would
+    stop being repeatable. Setting a Python flag twice a call costs nothing next to a GPU
+    forward pass. Left off when the user asked for deterministic algorithms
+    (``torch.use_deterministic_algorithms`` or ``cudnn.deterministic``): benchmark mode may
+    pick a different algorithm from run to run.
+    """
+    cudnn = torch.backends.cudnn
+    was = cudnn.benchmark
+    if not (torch.are_deterministic_algorithms_enabled() or cudnn.deterministic):
+        cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        cudnn.benchmark = was
 
 
 def check_cuda() -> None:

@@ -20,28 +20,47 @@ from typing import Any
 
 import torch
 
-from cnnzoo.errors import ExportError
-from cnnzoo.export import INPUT_NAME, ONNX_OPSET, export_model, onnx_session, run_onnx
+from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.export import INPUT_NAME, ONNX_OPSET, export_model
+from cnnzoo.extras import require
 from cnnzoo.inference.backends import Built, Context
+from cnnzoo.onnxrt import onnx_session, run_onnx
 
 CALIBRATION_BATCH = 16  # images per calibration run (memory: every activation is kept)
+CALIBRATION_IMAGES = 256  # plenty for MinMax ranges; each one costs a forward pass at setup
+
+
+def calibration_images(train: Any, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
+    """``count`` images for ``int8``'s calibration, spread evenly over ``train`` (a prepared,
+    unaugmented training split of ``(image, label)`` items): the splits are ordered by class, so
+    the first ``count`` would calibrate on a few classes only.
+
+    Returns:
+        ``(min(count, len(train)), C, H, W)`` float images.
+
+    Raises:
+        InvalidArgumentError: ``count`` is not a positive integer, or ``train`` is empty.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidArgumentError(f"count must be a positive integer, got {count!r}.")
+    if len(train) == 0:
+        raise InvalidArgumentError("the calibration split has no images: give a dataset with some.")
+    count = min(count, len(train))
+    step = len(train) // count
+    return torch.stack([train[i][0] for i in range(0, step * count, step)])
+
+
+NEEDED_BY = "The ONNX Runtime backends (onnxruntime, int8)"
 
 
 def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "the ONNX Runtime backends need the onnx extra: pip install 'cnnzoo[onnx]'."
-        ) from None
-    return onnxruntime
+    return require("onnxruntime", needed_by=NEEDED_BY)[0]
 
 
 def ort_session(path: str | Path, threads: int) -> Any:
     """An ONNX Runtime session on the CPU with ``threads`` intra-op threads that stop spinning
-    when a run returns (:func:`cnnzoo.export.onnx_session`)."""
-    _onnxruntime()
-    return onnx_session(path, threads)
+    when a run returns (:func:`cnnzoo.onnxrt.onnx_session`)."""
+    return onnx_session(path, threads, needed_by=NEEDED_BY)
 
 
 def _export(ctx: Context, folder: Path) -> tuple[Path, float]:

@@ -1,6 +1,6 @@
 """What :func:`cnnzoo.inference.optimize` returns (:class:`Runner`), and the checks every backend
 shares: arguments, top-1 agreement, the thread count. (The parity check against eager is
-:func:`cnnzoo.export.compare_outputs`, shared with the export's own checks.)"""
+:func:`cnnzoo.parity.compare_outputs`, shared with the export's own checks.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.export import ParityCheck
+from cnnzoo.parity import ParityCheck
 
 
 @dataclass

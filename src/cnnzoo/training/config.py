@@ -13,7 +13,7 @@ from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
-    from cnnzoo.registry import ModelSpec
+    from cnnzoo.models import ModelSpec
 
 if sys.version_info >= (3, 11):
     import tomllib

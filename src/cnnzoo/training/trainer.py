@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import platform
 import random
 import sys
 import time
@@ -28,17 +27,20 @@ import torch
 from torch import nn
 
 import cnnzoo
+from cnnzoo.analysis import check_input
 from cnnzoo.data import DataBundle, load_dataset, make_loader
 from cnnzoo.data.datasets import native_side
+from cnnzoo.environment import environment
 from cnnzoo.errors import CheckpointError, InvalidArgumentError
+from cnnzoo.factory import create_model
 from cnnzoo.fileio import (
     atomic_copy,
     atomic_write_bytes,
     atomic_write_text,
     remove_stale_temporaries,
 )
+from cnnzoo.models import get_spec
 from cnnzoo.progress import Reporter
-from cnnzoo.registry import create_model, get_spec
 from cnnzoo.training import checkpoint, distributed
 from cnnzoo.training.config import TrainConfig, training_options
 from cnnzoo.training.loop import EpochStats, EvalStats, evaluate, train_one_epoch
@@ -157,7 +159,9 @@ def _image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> t
     low, high = spec.size_range(**options)
     default = spec.input_size[1]
     if config.image_size is not None:
-        spec.check_input(config.image_size, config.image_size, **options)
+        check_input(
+            spec.name, (spec.input_size[0], config.image_size, config.image_size), **options
+        )
         return config.image_size, "--image-size"
     native = native_side(config.dataset)  # any spelling the loader accepts (CIFAR10, cifar-10)
     if native is None:
@@ -183,18 +187,6 @@ def _model_options(config: TrainConfig, spec: cnnzoo.ModelSpec) -> dict[str, Any
             )
         options = {"dropout": config.dropout, **options}
     return options
-
-
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    return {
-        "cnnzoo": cnnzoo.__version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
 
 
 def _save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -424,7 +416,7 @@ def _record(run: _Run, argv: list[str] | None, log) -> None:
             "model_options": run.options,
             "dataset": {"classes": data.class_names, "mean": data.mean, "std": data.std},
             "world_size": info.world_size,
-            "versions": _versions(),
+            "versions": environment()["versions"],
             "command": argv if argv is not None else sys.argv,
             "notes": run.notes,
         }
@@ -518,7 +510,7 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
         "config": _resolved(run),
         "metadata": _metadata(run.config, run.data, run.image_size),
         "rng": checkpoint.rng_state(),
-        "versions": _versions(),
+        "versions": environment()["versions"],
     }
     checkpoint.save(out / LAST, state, epoch)
     if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from cnnzoo.errors import WeightsError
-from cnnzoo.registry import get_spec, list_models
+from cnnzoo.models import get_spec, list_models
 from cnnzoo.weights.preprocessing import (
     TORCHVISION_FILES,
     Preprocessing,

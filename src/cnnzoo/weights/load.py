@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import WeightsError
-from cnnzoo.registry import create_model, get_spec
+from cnnzoo.models import build_model, get_spec
 from cnnzoo.weights.files import FileContents, read_file, resolve_architecture
 from cnnzoo.weights.keys import map_foreign_keys, strip_prefixes
 from cnnzoo.weights.preprocessing import (
@@ -84,7 +84,7 @@ def load_weights(
     allowed_missing: list[str] = []
     if spec.family == "googlenet":
         allowed_missing = _googlenet_options(state, contents, kwargs, in_chans, report)
-    model = create_model(model_name, num_classes=file_classes, in_chans=in_chans, **kwargs)
+    model = build_model(model_name, num_classes=file_classes, in_chans=in_chans, **kwargs)
     if conv_key and in_chans != file_chans:
         state[conv_key] = _adapt_input_conv(state[conv_key], in_chans, conv_key, report)
     _fill_batch_counters(model, state, report)
@@ -109,10 +109,10 @@ def load_weights(
 def _probe(
     model_name: str, num_classes: int | None, in_chans: int | None, model_kwargs: dict[str, Any]
 ) -> nn.Module:
-    # Built on the meta device: create_model checks the arguments, and the probe gives the names
+    # Built on the meta device: build_model checks the arguments, and the probe gives the names
     # of the classifier and the first convolution, with no memory or initialisation spent.
     with torch.device("meta"):
-        return create_model(model_name, num_classes=num_classes, in_chans=in_chans, **model_kwargs)
+        return build_model(model_name, num_classes=num_classes, in_chans=in_chans, **model_kwargs)
 
 
 def _first_conv(model: nn.Module) -> str | None:
@@ -147,7 +147,7 @@ def _googlenet_options(
         )
     elif kwargs.get("aux_logits") and not aux_keys:
         with torch.device("meta"):
-            probe = create_model(report.model, in_chans=in_chans, **kwargs)
+            probe = build_model(report.model, in_chans=in_chans, **kwargs)
         allowed_missing = [k for k in probe.state_dict() if k.startswith(("aux1.", "aux2."))]
         report.notes.append("the file has no auxiliary heads: they start from initialisation")
     if contents.torchvision is not None and "transform_input" not in kwargs:
