@@ -475,12 +475,9 @@ def test_light_augment_equals_random_crop_then_rotation(chans: int, size: int):
 
 
 def test_prepared_images_equal_the_per_image_prefix():
-    from cnnzoo.data.transforms import build_transform
-
     bundle = load_dataset("digits", image_size=32, in_chans=3)
     raw = load_dataset("digits")  # native 1×8×8, nothing prepared
-    per_image = build_transform(chans=3, size=32, resize="square", augment="none", flip=False,
-                                mean=bundle.mean, std=bundle.std)  # fmt: skip
+    per_image = bundle.preprocessing.transform()  # what predict does to one image
     assert bundle.val.images.shape == (len(raw.val), 3, 32, 32)
     for i in (0, 17, 359):
         expected = per_image(raw.val.images[i].float())

@@ -351,7 +351,26 @@ def test_bad_files_are_reported_and_the_others_still_predicted(tmp_path):
         assert path in message and "\n" not in message
     alone = predict_files(model, good, topk=2)  # the failures change nothing for the others
     assert alone.to_dict()["predictions"] == result.to_dict()["predictions"]
-    assert len(result.failure_lines()) == len(bad)
+    n = len(bad) + 3
+    assert result.failure_summary() == (
+        f"{len(bad)} of {n} files could not be read; the other 3 are predicted above"
+    )
+    assert alone.failure_summary() is None
+
+
+def test_the_failure_summary_counts_what_was_predicted(tmp_path):
+    model = _model(3)
+    good, gone = _png(tmp_path / "a.png", 0), tmp_path / "gone.png"
+    summary = [
+        predict_files(model, paths).failure_summary()
+        for paths in ([gone], [gone, tmp_path], [good, gone], [good, gone, gone])
+    ]
+    assert summary == [
+        "the file could not be read",
+        "none of the 2 files could be read",
+        "1 of 2 files could not be read; the other one is predicted above",
+        "2 of 3 files could not be read; the other one is predicted above",
+    ]
 
 
 def test_json_shape(tmp_path):

@@ -367,15 +367,15 @@ def _fit(config, argv, reporter, device, info) -> RunResult:
 
 def _metadata(config: TrainConfig, data: DataBundle, image_size: int) -> dict[str, str]:
     """What the weights need to be used later (docs/weights.md): kept in the export's
-    safetensors header and in every checkpoint."""
+    safetensors header and in every checkpoint. The preprocessing is the data's own object
+    (channels, ``image_size``, resize rule, interpolation, mean/std, class names), so that
+    ``predict`` and ``eval`` prepare images exactly as validation did."""
+    pre = data.preprocessing
+    assert pre is not None and pre.input_size[1] == image_size, "load_dataset sets it"
     return {
         "model": config.model,
         "num_classes": str(data.num_classes),
-        "in_chans": str(data.in_chans),
-        "image_size": str(image_size),
-        "mean": json.dumps(list(data.mean)),
-        "std": json.dumps(list(data.std)),
-        "class_names": json.dumps(list(data.class_names)),
+        **pre.to_metadata(),
         "dataset": config.dataset,
     }
 
