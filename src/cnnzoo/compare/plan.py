@@ -175,13 +175,6 @@ def train_options(spec: ModelSpec) -> dict[str, object]:
     return {"aux_logits": True} if "aux_logits" in spec.accepts() else {}
 
 
-def fit_side(spec: ModelSpec, side: int) -> int:
-    """``side`` moved into the model's valid range (up to its minimum, down to its maximum)."""
-    low, high = spec.size_range(**train_options(spec))
-    side = max(side, low)
-    return side if high is None else min(side, high)
-
-
 def make_plan(config: CompareConfig) -> Plan:
     """Check ``config`` and fill in the defaults.
 
@@ -253,13 +246,14 @@ def make_plan(config: CompareConfig) -> Plan:
                 )
             sizes[name] = config.image_size
         else:
-            sizes[name] = fit_side(spec, side)
+            sizes[name] = spec.fit_side(side, **train_options(spec))
     if config.image_size is not None:
         rule = f"--image-size {config.image_size} for every model"
     else:
         rule = (
             f"{side}×{side} for every model that takes it; a model outside its valid range gets "
-            "the nearest side it takes (its minimum or its fixed size)"
+            "its minimum side, or its default side when its classifier reads a fixed-size map "
+            "(the trainer's rule)"
         )
     epochs = None if config.budget_seconds is not None else (config.epochs or default_epochs)
     return Plan(
