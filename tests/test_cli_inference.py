@@ -4,6 +4,7 @@ trained here on the built-in digits."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,11 @@ def test_checkpoints_carry_the_preprocessing_of_the_export(trained):
         export.mean, export.std, export.input_size, export.class_names,
     )  # fmt: skip
     assert best.source == "cnnzoo checkpoint, trained on digits"
+    assert replace(best, source=export.source) == export  # every field, the resize rule too
+    # what the training run validated on, and what predict and eval now prepare with
+    assert export == replace(load_dataset("digits", image_size=32).preprocessing,
+                             source=export.source)  # fmt: skip
+    assert (export.resize, export.crop, export.interpolation) == (None, None, "bilinear")
 
 
 def test_summary_of_a_weight_file(capsys, trained):

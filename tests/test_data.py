@@ -543,3 +543,35 @@ def test_with_normalization_changes_only_the_statistics():
     assert other.notes[-1] == "normalised as the weights: mean (0.200), std (0.700)"
     with pytest.raises(InvalidArgumentError, match="3 channels, the data 1"):
         bundle.with_normalization((0.5,) * 3, (0.5,) * 3, "the weights")
+
+
+# --- the bundle's preprocessing is its validation transform ---------------------------------
+
+
+def test_the_bundles_preprocessing_prepares_every_validation_image(folder: Path):
+    bundle = load_dataset(f"imagefolder:{folder}", image_size=12, in_chans=3)
+    pre = bundle.preprocessing
+    assert (pre.input_size, pre.resize, pre.crop, pre.interpolation) == ((3, 12, 12), 12, 12,
+                                                                         "bilinear")  # fmt: skip
+    assert (pre.mean, pre.std, pre.dataset) == (bundle.mean, bundle.std, f"imagefolder:{folder}")
+    for i, (path, _) in enumerate(bundle.val.samples):
+        with Image.open(path) as img:
+            by_pil = pre.prepare(img)
+            raw = pil_to_tensor(img, 3)
+        torch.testing.assert_close(by_pil, bundle.val[i][0], rtol=0, atol=0)
+        # by hand: shorter side to 12 (antialiased bilinear), centre crop, normalise
+        ref = v2.CenterCrop(12)(v2.Resize(12, antialias=True)(raw))
+        ref = (ref - torch.tensor(pre.mean).view(3, 1, 1)) / torch.tensor(pre.std).view(3, 1, 1)
+        torch.testing.assert_close(by_pil, ref, rtol=0, atol=1e-5)
+    uint8 = (pil_to_tensor(Image.open(bundle.val.samples[0][0]), 3) * 255).round().byte()
+    torch.testing.assert_close(pre.prepare(uint8), bundle.val[0][0], rtol=0, atol=1e-5)
+
+
+def test_renormalised_bundles_carry_the_new_statistics_in_their_preprocessing():
+    bundle = load_dataset("digits", image_size=16).with_normalization((0.2,), (0.7,), "weights")
+    pre = bundle.preprocessing
+    assert (pre.mean, pre.std, pre.resize) == ((0.2,), (0.7,), None)
+    assert pre.source == "the training split of digits, normalised as weights"
+    raw = load_dataset("digits")
+    x = unnormalise(raw.val[9][0], raw)  # the 8×8 image in [0, 1]
+    torch.testing.assert_close(pre.prepare(x), bundle.val[9][0], rtol=0, atol=1e-6)

@@ -147,7 +147,12 @@ class DataBundle:
             notes=[*self.notes, f"normalised as {source}: mean ({shown[0]}), std ({shown[1]})"],
             preprocessing=None
             if self.preprocessing is None
-            else replace(self.preprocessing, mean=tuple(mean), std=tuple(std)),
+            else replace(
+                self.preprocessing,
+                mean=tuple(mean),
+                std=tuple(std),
+                source=f"{self.preprocessing.source}, normalised as {source}",
+            ),
         )
 
 

@@ -76,15 +76,19 @@ class Normalize:
 
 
 class Prepare:
-    """:meth:`Preprocessing.transform`: a PIL image (decoded by the colour policy) or a float
-    tensor ``(C, H, W)`` in [0, 1] → the normalised tensor the network sees. Picklable."""
+    """:meth:`Preprocessing.transform`: a PIL image (decoded by the colour policy), a float
+    tensor ``(C, H, W)`` in [0, 1] or a uint8 one → the normalised tensor the network sees.
+    Picklable."""
 
     def __init__(self, chans: int, steps: list[object]) -> None:
         self.chans = chans
         self.steps = v2.Compose(steps)
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
-        x = pil_to_tensor(image, self.chans) if isinstance(image, Image.Image) else image.float()
+        if isinstance(image, Image.Image):
+            x = pil_to_tensor(image, self.chans)  # (C, H, W) in [0, 1]
+        else:  # 8-bit tensors as torchvision's decoders give them, else already in [0, 1]
+            x = image.float().div(255) if image.dtype == torch.uint8 else image.float()
         return self.steps(x)
 
     def __repr__(self) -> str:
