@@ -277,16 +277,31 @@ def load_dataset(
         transform = build_transform(pre, augment=aug, flip=flip, prefix=not prepare)
         return ArrayDataset(images, labels, transform)
 
+    train = dataset(arrays.train_x, arrays.train_y, augment)
+    val = dataset(arrays.val_x, arrays.val_y, "none")
+    return _bundle(train, val, arrays.class_names, pre, key, notes, seed)
+
+
+def _bundle(
+    train: Dataset,
+    val: Dataset,
+    class_names: list[str],
+    pre: Preprocessing,
+    name: str,
+    notes: list[str],
+    seed: int,
+) -> DataBundle:
+    """The bundle whose channels, side and statistics are those of its ``pre``."""
     return DataBundle(
-        train=dataset(arrays.train_x, arrays.train_y, augment),
-        val=dataset(arrays.val_x, arrays.val_y, "none"),
-        num_classes=len(arrays.class_names),
-        in_chans=chans,
-        image_size=size,
-        class_names=arrays.class_names,
+        train=train,
+        val=val,
+        num_classes=len(class_names),
+        in_chans=pre.input_size[0],
+        image_size=pre.input_size[1],
+        class_names=class_names,
         mean=pre.mean,
         std=pre.std,
-        name=key,
+        name=name,
         notes=notes,
         seed=seed,
         preprocessing=pre,
@@ -630,17 +645,6 @@ def _load_imagefolder(
         transform = build_transform(pre, augment=aug, flip=True)
         return ImageFolderDataset([(r.path, r.label) for r in records], chans, transform)
 
-    return DataBundle(
-        train=dataset(train, augment),
-        val=dataset(val, "none"),
-        num_classes=len(report.class_names),
-        in_chans=chans,
-        image_size=size,
-        class_names=report.class_names,
-        mean=pre.mean,
-        std=pre.std,
-        name=name,
-        notes=notes,
-        seed=seed,
-        preprocessing=pre,
+    return _bundle(
+        dataset(train, augment), dataset(val, "none"), report.class_names, pre, name, notes, seed
     )
