@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from cnnzoo.analysis import check_input
-from cnnzoo.errors import ExportError, InputSizeError, InvalidArgumentError
+from cnnzoo.errors import DataError, ExportError, InputSizeError, InvalidArgumentError
 from cnnzoo.fileio import TMP_SUFFIX
 from cnnzoo.registry import get_spec
 
@@ -295,7 +295,6 @@ def check_images(
         DataError: ``dataset`` given and not readable.
     """
     from cnnzoo.data import load_dataset
-    from cnnzoo.errors import DataError
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidArgumentError(f"count must be a whole number of at least 1, got {count!r}.")
