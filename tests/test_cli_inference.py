@@ -4,6 +4,7 @@ trained here on the built-in digits."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,11 @@ def test_checkpoints_carry_the_preprocessing_of_the_export(trained):
         export.mean, export.std, export.input_size, export.class_names,
     )  # fmt: skip
     assert best.source == "cnnzoo checkpoint, trained on digits"
+    assert replace(best, source=export.source) == export  # every field, the resize rule too
+    # what the training run validated on, and what predict and eval now prepare with
+    assert export == replace(load_dataset("digits", image_size=32).preprocessing,
+                             source=export.source)  # fmt: skip
+    assert (export.resize, export.crop, export.interpolation) == (None, None, "bilinear")
 
 
 def test_summary_of_a_weight_file(capsys, trained):
@@ -228,3 +234,41 @@ def test_predict_int8_needs_calibration_images(capsys, trained, images):
     code, _, err = run(capsys, "predict", "--weights", str(trained / "model.safetensors"),
                        str(images["L.png"]), "--backend", "int8")  # fmt: skip
     assert code == 2 and "--calibrate" in err
+
+
+def test_predict_on_a_folder_says_that_nothing_was_predicted(capsys, trained, images, tmp_path):
+    weights = str(trained / "model.safetensors")
+    code, out, err = run(capsys, "predict", "--weights", weights, str(tmp_path))
+    assert code == 2 and "is a folder" in err
+    assert err.splitlines()[-1] == "cnnzoo predict: the file could not be read."
+    assert "predicted above" not in err and "Traceback" not in err
+    code, out, err = run(
+        capsys, "predict", "--weights", weights, str(tmp_path), str(images["L.png"])
+    )
+    assert code == 2 and str(images["L.png"]) in out
+    assert err.splitlines()[-1] == (
+        "cnnzoo predict: 1 of 2 files could not be read; the other one is predicted above."
+    )
+
+
+def test_export_checks_weights_trained_on_an_image_folder_on_that_folder(capsys, tmp_path):
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import _metadata, _save_weights
+
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i, (w, h) in enumerate([(40, 30), (30, 52), (36, 36), (64, 33), (45, 45)]):
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(tmp_path / "pets" / name / f"{i}.png")
+    dataset = f"imagefolder:{tmp_path / 'pets'}"
+    data = load_dataset(dataset, image_size=32)
+    weights = tmp_path / "model.safetensors"
+    model = cnnzoo.create_model("lenet5", num_classes=2, in_chans=3)
+    _save_weights(model, weights, _metadata(TrainConfig(model="lenet5", dataset=dataset), data, 32))
+    code, text, _ = run(capsys, "export", "--weights", str(weights), "--format", "torchscript",
+                        "--out", str(tmp_path / "m.pt"), "--json")  # fmt: skip
+    assert code == 0
+    report = json.loads(text)
+    assert report["real_images"].startswith(f"2 validation images of {dataset}, prepared as")
+    assert report["checks"][-1]["name"] == "real images" and report["checks"][-1]["batch"] == 2

@@ -475,12 +475,9 @@ def test_light_augment_equals_random_crop_then_rotation(chans: int, size: int):
 
 
 def test_prepared_images_equal_the_per_image_prefix():
-    from cnnzoo.data.transforms import build_transform
-
     bundle = load_dataset("digits", image_size=32, in_chans=3)
     raw = load_dataset("digits")  # native 1×8×8, nothing prepared
-    per_image = build_transform(chans=3, size=32, resize="square", augment="none", flip=False,
-                                mean=bundle.mean, std=bundle.std)  # fmt: skip
+    per_image = bundle.preprocessing.transform()  # what predict does to one image
     assert bundle.val.images.shape == (len(raw.val), 3, 32, 32)
     for i in (0, 17, 359):
         expected = per_image(raw.val.images[i].float())
@@ -557,3 +554,35 @@ def test_make_loader_tells_the_sampler_the_callers_epoch():
     reference.set_epoch(3)
     assert [int(i) for (batch,) in loader for i in batch] == list(reference)
     assert "0-based" not in make_loader.__doc__  # the trainer counts epochs from 1
+
+
+# --- the bundle's preprocessing is its validation transform ---------------------------------
+
+
+def test_the_bundles_preprocessing_prepares_every_validation_image(folder: Path):
+    bundle = load_dataset(f"imagefolder:{folder}", image_size=12, in_chans=3)
+    pre = bundle.preprocessing
+    assert (pre.input_size, pre.resize, pre.crop, pre.interpolation) == ((3, 12, 12), 12, 12,
+                                                                         "bilinear")  # fmt: skip
+    assert (pre.mean, pre.std, pre.dataset) == (bundle.mean, bundle.std, f"imagefolder:{folder}")
+    for i, (path, _) in enumerate(bundle.val.samples):
+        with Image.open(path) as img:
+            by_pil = pre.prepare(img)
+            raw = pil_to_tensor(img, 3)
+        torch.testing.assert_close(by_pil, bundle.val[i][0], rtol=0, atol=0)
+        # by hand: shorter side to 12 (antialiased bilinear), centre crop, normalise
+        ref = v2.CenterCrop(12)(v2.Resize(12, antialias=True)(raw))
+        ref = (ref - torch.tensor(pre.mean).view(3, 1, 1)) / torch.tensor(pre.std).view(3, 1, 1)
+        torch.testing.assert_close(by_pil, ref, rtol=0, atol=1e-5)
+    uint8 = (pil_to_tensor(Image.open(bundle.val.samples[0][0]), 3) * 255).round().byte()
+    torch.testing.assert_close(pre.prepare(uint8), bundle.val[0][0], rtol=0, atol=1e-5)
+
+
+def test_renormalised_bundles_carry_the_new_statistics_in_their_preprocessing():
+    bundle = load_dataset("digits", image_size=16).with_normalization((0.2,), (0.7,), "weights")
+    pre = bundle.preprocessing
+    assert (pre.mean, pre.std, pre.resize) == ((0.2,), (0.7,), None)
+    assert pre.source == "the training split of digits, normalised as weights"
+    raw = load_dataset("digits")
+    x = unnormalise(raw.val[9][0], raw)  # the 8×8 image in [0, 1]
+    torch.testing.assert_close(pre.prepare(x), bundle.val[9][0], rtol=0, atol=1e-6)

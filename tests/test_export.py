@@ -421,3 +421,88 @@ def test_a_model_returning_a_tuple_is_refused(tmp_path):
         export_model(Pair(), tmp_path / "m.pt", "torchscript", input_size=(1, 4, 4))
     _one_line(info)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the real images: chosen by the library, prepared by the weights' preprocessing ----------
+
+
+def _folder_of_pets(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i, (w, h) in enumerate([(40, 30), (30, 52), (36, 36), (64, 33), (45, 45)]):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                root / name / f"{i}.png"
+            )
+    return root
+
+
+def _folder_pre(dataset: str | None, chans: int = 3) -> Preprocessing:
+    return Preprocessing(
+        input_size=(chans, 32, 32), resize=32, crop=32, interpolation="bilinear",
+        mean=(0.4,) * chans, std=(0.3,) * chans, channel_order="RGB" if chans == 3 else "L",
+        class_names=("cat", "dog"), source="test", dataset=dataset,
+    )  # fmt: skip
+
+
+def test_check_images_come_from_the_weights_dataset_prepared_as_they_ask(tmp_path):
+    from cnnzoo.data import load_dataset
+    from cnnzoo.export import check_images
+
+    dataset = f"imagefolder:{_folder_of_pets(tmp_path / 'pets')}"
+    pre = _folder_pre(dataset)
+    chosen = check_images(pre, count=3)
+    val = load_dataset(dataset, preprocessing=pre).val  # 1 image a class: the fixed 20 % split
+    expected = torch.stack([val[i][0] for i in range(len(val))])
+    assert len(val) == 2 and chosen.images.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(chosen.images, expected, rtol=0, atol=0)
+    # by hand for the first: shorter side to 32, centre crop 32, (x - 0.4) / 0.3
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    with Image.open(val.samples[0][0]) as img:
+        raw = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1) / 255
+    ref = (v2.CenterCrop(32)(v2.Resize(32, antialias=True)(raw)) - 0.4) / 0.3
+    torch.testing.assert_close(chosen.images[0], ref, rtol=0, atol=1e-5)
+    assert chosen.source.startswith(f"2 validation images of {dataset}, prepared as the weights")
+    assert "shorter side to 32" in chosen.source
+
+
+def test_check_images_fall_back_to_digits_and_say_why(tmp_path):
+    from cnnzoo.export import check_images
+
+    none = check_images(_folder_pre(None, chans=1), count=4)
+    assert none.images.shape == (4, 1, 32, 32)
+    assert "of digits (the weights name no dataset)" in none.source
+    gone = check_images(_folder_pre(f"imagefolder:{tmp_path / 'gone'}", chans=1), count=2)
+    assert f"the weights' dataset imagefolder:{tmp_path / 'gone'} cannot be read here" in (
+        gone.source
+    )
+    assert "\n" not in gone.source and gone.images.shape == (2, 1, 32, 32)
+
+
+def test_check_images_at_another_input_size_and_their_refusals(tmp_path):
+    from cnnzoo.export import check_images
+
+    pre = _folder_pre(None, chans=1)
+    other = check_images(pre, "digits", count=2, input_size=(1, 40, 40))
+    assert other.images.shape == (2, 1, 40, 40) and "resize to 40×40" in other.source
+    with pytest.raises(InvalidArgumentError, match="has 3 channels, the weights 1") as info:
+        check_images(pre, "digits", input_size=(3, 32, 32))
+    assert "\n" not in str(info.value)
+    with pytest.raises(InvalidArgumentError, match="count must be"):
+        check_images(pre, "digits", count=0)
+
+
+def test_export_reports_where_its_real_images_came_from(tmp_path):
+    from cnnzoo.export import check_images
+
+    model = create_model("lenet5", num_classes=2, in_chans=3)
+    model.pretrained_cfg = _folder_pre(f"imagefolder:{_folder_of_pets(tmp_path / 'pets')}")
+    chosen = check_images(model.pretrained_cfg)
+    report = export_model(model, tmp_path / "m.pt", "torchscript", real_inputs=chosen)
+    assert report.checks[-1].name == "real images" and report.checks[-1].batch == 2
+    assert report.real_images == chosen.source
+    assert report.lines()[-1] == f"  real images: {chosen.source}"

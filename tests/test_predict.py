@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections import namedtuple
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -351,7 +352,26 @@ def test_bad_files_are_reported_and_the_others_still_predicted(tmp_path):
         assert path in message and "\n" not in message
     alone = predict_files(model, good, topk=2)  # the failures change nothing for the others
     assert alone.to_dict()["predictions"] == result.to_dict()["predictions"]
-    assert len(result.failure_lines()) == len(bad)
+    n = len(bad) + 3
+    assert result.failure_summary() == (
+        f"{len(bad)} of {n} files could not be read; the other 3 are predicted above"
+    )
+    assert alone.failure_summary() is None
+
+
+def test_the_failure_summary_counts_what_was_predicted(tmp_path):
+    model = _model(3)
+    good, gone = _png(tmp_path / "a.png", 0), tmp_path / "gone.png"
+    summary = [
+        predict_files(model, paths).failure_summary()
+        for paths in ([gone], [gone, tmp_path], [good, gone], [good, gone, gone])
+    ]
+    assert summary == [
+        "the file could not be read",
+        "none of the 2 files could be read",
+        "1 of 2 files could not be read; the other one is predicted above",
+        "2 of 3 files could not be read; the other one is predicted above",
+    ]
 
 
 def test_json_shape(tmp_path):
@@ -404,3 +424,127 @@ def test_predict_with_weights_loaded_from_a_saved_file(tmp_path):
     assert result.topk == 4 and len(top) == 4
     assert top[0].index == int(probs.argmax()) and top[0].name == names[top[0].index]
     assert abs(top[0].probability - probs.max().item()) < 1e-5
+
+
+# --- one preprocessing: predict prepares as training validated --------------------------------
+
+
+def _mixed_folder(root: Path) -> Path:
+    """An image folder whose images differ in size and aspect (the case that needs a crop)."""
+    rng = np.random.default_rng(7)
+    sizes = [(40, 30), (30, 52), (36, 36), (64, 33), (45, 45)]
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            rgb[..., c] //= 2  # something to tell the classes apart
+            Image.fromarray(rgb).save(root / name / f"{i}.png")
+    return root
+
+
+def _trained_weights(tmp_path: Path, dataset: str, data, *, checkpoint: bool = False) -> Path:
+    """A weights file as the trainer writes it (its own metadata function), untrained."""
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import _metadata, _save_weights
+
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("lenet5", num_classes=data.num_classes, in_chans=data.in_chans)
+    meta = _metadata(TrainConfig(model="lenet5", dataset=dataset), data, data.image_size)
+    if checkpoint:
+        path = tmp_path / "last.pt"
+        torch.save({"model_name": "lenet5", "model": model.state_dict(), "metadata": meta}, path)
+    else:
+        path = tmp_path / "model.safetensors"
+        _save_weights(model, path, meta)
+    return path
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["safetensors", "checkpoint"])
+def test_predict_prepares_an_image_folder_image_as_its_validation_split(tmp_path, checkpoint):
+    from cnnzoo.data import load_dataset
+
+    dataset = f"imagefolder:{_mixed_folder(tmp_path / 'pets')}"
+    data = load_dataset(dataset, image_size=SIDE)  # what training validates on
+    loaded, _ = load_weights(None, _trained_weights(tmp_path, dataset, data, checkpoint=checkpoint))
+    pre = loaded.pretrained_cfg
+    assert (pre.resize, pre.crop, pre.interpolation) == (SIDE, SIDE, "bilinear")
+    assert pre.dataset == dataset and pre == replace(data.preprocessing, source=pre.source)
+
+    inputs = _Inputs(loaded)
+    paths = [path for path, _ in data.val.samples]
+    predict_files(loaded, paths, batch_size=len(paths))
+    expected = torch.stack([data.val[i][0] for i in range(len(paths))])
+    assert {Image.open(p).size for p in paths} != {(SIDE, SIDE)}  # really resized and cropped
+    _assert_close(inputs.all, expected)
+    for i, path in enumerate(paths):  # the public one-image form gives the same
+        _assert_close(pre.prepare(Image.open(path)), expected[i])
+    # by hand: shorter side to 32 (torchvision v2, antialiased), centre crop, normalise
+    with Image.open(paths[0]) as img:
+        raw = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1) / 255
+    ref = v2.CenterCrop(SIDE)(v2.Resize(SIDE, antialias=True)(raw))
+    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
+    _assert_close(inputs.all[0], (ref - mean) / std)
+
+
+def test_an_image_folder_file_written_before_the_resize_rule_was_recorded(tmp_path):
+    """Old exports have no resize/crop/interpolation: an image folder's was the crop."""
+    from cnnzoo.data import load_dataset
+    from cnnzoo.training.trainer import _save_weights
+
+    dataset = f"imagefolder:{_mixed_folder(tmp_path / 'pets')}"
+    data = load_dataset(dataset, image_size=SIDE)
+    old = {  # every key the trainer wrote before, nothing more
+        "model": "lenet5",
+        "num_classes": "2",
+        "in_chans": "3",
+        "image_size": str(SIDE),
+        "mean": json.dumps(list(data.mean)),
+        "std": json.dumps(list(data.std)),
+        "class_names": json.dumps(data.class_names),
+        "dataset": dataset,
+    }
+    path = tmp_path / "old.safetensors"
+    _save_weights(cnnzoo.create_model("lenet5", num_classes=2, in_chans=3), path, old)
+    pre = load_weights(None, path)[0].pretrained_cfg
+    assert (pre.resize, pre.crop, pre.interpolation) == (SIDE, SIDE, "bilinear")
+    image = Image.open(data.val.samples[0][0])
+    _assert_close(pre.prepare(image), data.val[0][0])
+
+
+def test_weights_trained_on_digits_still_resize_straight_to_the_side(tmp_path):
+    from cnnzoo.data import load_dataset
+
+    data = load_dataset("digits", image_size=SIDE)
+    pre = load_weights(None, _trained_weights(tmp_path, "digits", data))[0].pretrained_cfg
+    assert (pre.resize, pre.crop, pre.dataset) == (None, None, "digits")
+    raw = load_dataset("digits")  # native 8×8 in [0, 1] once un-normalised
+    x = raw.val[4][0] * torch.tensor(raw.std).view(-1, 1, 1) + torch.tensor(raw.mean).view(-1, 1, 1)
+    _assert_close(pre.prepare(x), data.val[4][0])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("resize", "0"), ("crop", '"x"'), ("interpolation", "nearest"), ("mean", "[0.5, 0.5]")],
+)
+def test_malformed_preprocessing_metadata_is_one_line(tmp_path, field, value):
+    from cnnzoo.data import load_dataset
+    from cnnzoo.errors import WeightsError
+    from cnnzoo.training.config import TrainConfig
+    from cnnzoo.training.trainer import _metadata, _save_weights
+
+    data = load_dataset("digits", image_size=SIDE)
+    meta = _metadata(TrainConfig(model="lenet5", dataset="digits"), data, SIDE) | {field: value}
+    path = tmp_path / "bad.safetensors"
+    _save_weights(cnnzoo.create_model("lenet5", num_classes=10, in_chans=1), path, meta)
+    with pytest.raises(WeightsError, match="incomplete cnnzoo metadata") as info:
+        load_weights(None, path)
+    assert str(path) in _one_line(info.value)
+
+
+def test_an_assumed_preprocessing_says_so():
+    described = describe_transform(_pre(3)).rsplit("[", 1)[1]
+    assert described == "from test]"
+    assumed = replace(_pre(3), source="assumed")
+    assert describe_transform(assumed).endswith("[assumed: the file records no preprocessing]")
+    assert assumed.describe().endswith("[assumed: the file records no preprocessing]")
+    assert "from assumed" not in describe_transform(assumed) + assumed.describe()

@@ -278,11 +278,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     for _, message in result.failures:
         print(f"cnnzoo predict: error: {message}", file=sys.stderr)
     if result.failures:
-        print(
-            f"cnnzoo predict: {len(result.failures)} of {len(args.images)} files could not be "
-            f"read; the others are predicted above.",
-            file=sys.stderr,
-        )
+        print(f"cnnzoo predict: {result.failure_summary()}.", file=sys.stderr)
         return 2
     return 0
 
@@ -335,10 +331,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> None:
-    import torch
-
-    from cnnzoo.data import load_dataset
-    from cnnzoo.export import export_model
+    from cnnzoo.export import check_images, export_model
 
     if args.check_images < 1:
         raise InvalidArgumentError(f"--check-images must be 1 or more, got {args.check_images}.")
@@ -346,15 +339,10 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
     size = parse_input_size(args.input) if args.input else model.pretrained_cfg.input_size
     real = None
     if args.dataset != "none":
-        # Real images prepared as the weights ask, for the parity check beside random ones.
-        pre = model.pretrained_cfg
-        if args.input:
-            from dataclasses import replace
-
-            pre = replace(pre, input_size=size, resize=None, crop=None)
-        data = load_dataset(args.dataset, root=args.data_root, preprocessing=pre)
-        count = min(args.check_images, len(data.val))
-        real = torch.stack([data.val[i][0] for i in range(count)])
+        real = check_images(
+            model.pretrained_cfg, args.dataset, root=args.data_root, count=args.check_images,
+            input_size=size,
+        )  # fmt: skip
     report = export_model(
         model, args.out, args.format, input_size=size, real_inputs=real, model_name=name
     )
@@ -402,8 +390,9 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the file to write (replaced only once checked)")
     p.add_argument("--input", help="input size CxHxW (default: the weights')")
     p.add_argument(
-        "--dataset", default="digits", help="real images for the parity check, prepared as the "
-        "weights ask: digits (built in), imagefolder:PATH, ... or none (digits)",
+        "--dataset", help="real images for the parity check, prepared as the weights ask: "
+        "digits, imagefolder:PATH, ... or none (the dataset the weights were trained on; digits "
+        "when they name none or it is not here)",
     )  # fmt: skip
     p.add_argument("--data-root", help="folder holding the dataset files")
     p.add_argument("--check-images", type=int, default=32, help="real images checked (32)")

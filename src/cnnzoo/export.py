@@ -25,18 +25,21 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from cnnzoo.analysis import check_input
-from cnnzoo.errors import ExportError, InputSizeError, InvalidArgumentError
+from cnnzoo.errors import DataError, ExportError, InputSizeError, InvalidArgumentError
 from cnnzoo.extras import require
 from cnnzoo.fileio import TMP_SUFFIX
 from cnnzoo.models import get_spec
 from cnnzoo.onnxrt import onnx_session, run_onnx
 from cnnzoo.parity import ParityCheck, compare_outputs, fp32_rounding_error, model_device
+
+if TYPE_CHECKING:
+    from cnnzoo.data.preprocessing import Preprocessing
 
 FORMATS = ("onnx", "torchscript")
 ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")
@@ -62,6 +65,8 @@ class ExportReport:
         export_seconds: time to export or trace the model and write the file.
         check_seconds: time to load the file and run the checks.
         checks: the parity checks, in the order run.
+        real_images: where the real images checked came from (:class:`CheckImages`), when
+            :func:`export_model` was given them that way.
     """
 
     path: str
@@ -72,16 +77,20 @@ class ExportReport:
     export_seconds: float = 0.0
     check_seconds: float = 0.0
     checks: list[ParityCheck] = field(default_factory=list)
+    real_images: str | None = None
 
     def lines(self) -> list[str]:
-        """A header line, then one line per check."""
+        """A header line, then one line per check (and where the real images came from)."""
         kind = f"ONNX opset {ONNX_OPSET}" if self.format == "onnx" else "TorchScript (traced)"
         out = [
             f"exported {self.model} ({'×'.join(map(str, self.input_size))}, dynamic batch) to "
             f"{self.path}: {kind}, {self.file_bytes / 1e6:.1f} MB, {self.export_seconds:.1f} s; "
             f"checked in {self.check_seconds:.1f} s"
         ]
-        return out + [f"  check {c.line()}: ok" for c in self.checks]
+        out += [f"  check {c.line()}: ok" for c in self.checks]
+        if self.real_images:
+            out.append(f"  real images: {self.real_images}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
@@ -94,7 +103,7 @@ def export_model(
     fmt: str,
     *,
     input_size: tuple[int, int, int] | None = None,
-    real_inputs: torch.Tensor | None = None,
+    real_inputs: torch.Tensor | CheckImages | None = None,
     seed: int = 0,
     model_name: str | None = None,
 ) -> ExportReport:
@@ -106,7 +115,8 @@ def export_model(
         fmt: ``"onnx"`` or ``"torchscript"``.
         input_size: ``(C, H, W)`` to export at; ``model.pretrained_cfg.input_size`` when
             ``None``, else the registered default size of ``model_name``.
-        real_inputs: preprocessed images ``(N, C, H, W)`` to check on besides random inputs.
+        real_inputs: preprocessed images ``(N, C, H, W)`` to check on besides random inputs,
+            or :func:`check_images`' choice of them (its description goes into the report).
         seed: seed of the random inputs.
         model_name: the registry name, written into the file (``load_weights`` gives it in its
             report); the class name stands in for it in the report when ``None``.
@@ -138,6 +148,8 @@ def export_model(
     cfg = getattr(model, "pretrained_cfg", None)
     name = model_name or type(model).__name__
     report = ExportReport(str(path), fmt, name, _input_size(model, input_size, cfg, model_name))
+    if isinstance(real_inputs, CheckImages):
+        report.real_images, real_inputs = real_inputs.source, real_inputs.images
     was_training = model.training
     model.eval()
     try:
@@ -158,6 +170,82 @@ def export_model(
     finally:
         model.train(was_training)
     return report
+
+
+# --- real images for the checks --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckImages:
+    """Real images for :func:`export_model`'s parity check, and where they came from.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float32, prepared as the weights ask.
+        source: one line: how many, from which dataset, prepared how.
+    """
+
+    images: torch.Tensor
+    source: str
+
+
+def check_images(
+    pre: Preprocessing,
+    dataset: str | None = None,
+    *,
+    root: str | Path | None = None,
+    count: int = 32,
+    input_size: tuple[int, int, int] | None = None,
+) -> CheckImages:
+    """Validation images of a dataset, prepared by the weights' :class:`Preprocessing` (the one
+    ``eval`` and ``predict`` use), spread evenly over the split (which is ordered by class).
+
+    Args:
+        pre: the weights' preprocessing (``model.pretrained_cfg``).
+        dataset: as for :func:`cnnzoo.data.load_dataset`; ``None`` takes the dataset the weights
+            were trained on (``pre.dataset``), or the built-in digits when they name none or it
+            cannot be read here (the description says why).
+        root: folder holding the dataset files.
+        count: how many images (fewer when the split has fewer).
+        input_size: ``(C, H, W)`` when exporting at another size than the weights': the images
+            are then resized straight to it (the weights' resize rule is for their own size).
+
+    Raises:
+        InvalidArgumentError: ``count`` below 1, or ``input_size`` with other channels than the
+            weights'.
+        DataError: ``dataset`` given and not readable.
+    """
+    from cnnzoo.data import load_dataset
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidArgumentError(f"count must be a whole number of at least 1, got {count!r}.")
+    if input_size is not None and tuple(input_size) != tuple(pre.input_size):
+        if input_size[0] != pre.input_size[0]:
+            raise InvalidArgumentError(
+                f"input_size {tuple(input_size)} has {input_size[0]} channels, the weights "
+                f"{pre.input_size[0]}: export at {pre.input_size[0]} channels."
+            )
+        pre = dataclasses.replace(pre, input_size=tuple(input_size), resize=None, crop=None)
+    why = ""
+    if dataset is None:
+        dataset, why = "digits", " (the weights name no dataset)"
+        if pre.dataset:
+            try:
+                data = load_dataset(pre.dataset, root=root, preprocessing=pre)
+                dataset, why = pre.dataset, ""
+            except DataError as err:
+                why = f" (the weights' dataset {pre.dataset} cannot be read here: {err})"
+        if why:
+            data = load_dataset("digits", preprocessing=pre)
+    else:
+        data = load_dataset(dataset, root=root, preprocessing=pre)
+    val = data.val
+    n = min(count, len(val))
+    picks = [i * len(val) // n for i in range(n)]
+    source = (
+        f"{n} validation images of {dataset}{why}, prepared as the weights ask: "
+        f"{pre.describe_steps()}"
+    )
+    return CheckImages(torch.stack([val[i][0] for i in picks]), source)
 
 
 # --- arguments -------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Top-k predictions for image files, prepared exactly as the weights ask.
 
-Each file is read and fully decoded with PIL (:func:`read_image`), turned into the model's
-channels by the colour policy of :mod:`cnnzoo.data.colour`, resized (and centre-cropped) and
-normalised as the weights' :class:`~cnnzoo.weights.Preprocessing` says
-(:func:`image_transform`), and the batch goes through the model in eval mode. A file that cannot
+Each file is read and fully decoded with PIL (:func:`read_image`) and prepared by the weights'
+:class:`~cnnzoo.data.preprocessing.Preprocessing` (``model.pretrained_cfg.transform()``: the
+colour policy of :mod:`cnnzoo.data.colour`, the resize rule, mean/std — the same object the
+datasets' validation transform is built from, so a file is prepared as ``eval`` prepares a
+dataset's image), and the batch goes through the model in eval mode. A file that cannot
 be read is reported in :attr:`PredictionResult.failures` with a one-line reason, and every other
 file is still predicted. See ``docs/predict.md``.
 """
@@ -19,84 +20,31 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torchvision.transforms import v2
 
-from cnnzoo.data.colour import colour_rule, pil_to_tensor, source_kind
-from cnnzoo.data.transforms import Normalize
+from cnnzoo.data.colour import colour_rule, source_kind
 from cnnzoo.errors import CnnzooError, DataError, InvalidArgumentError
 
 if TYPE_CHECKING:
-    from cnnzoo.weights import Preprocessing
-
-_INTERPOLATIONS = {
-    "bilinear": v2.InterpolationMode.BILINEAR,
-    "bicubic": v2.InterpolationMode.BICUBIC,
-}
-
+    from cnnzoo.data.preprocessing import Preprocessing
 
 # --- preparing one image ---------------------------------------------------------------------
 
 
 def image_transform(pre: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
-    """The preparation the weights ask for, as one callable from a PIL image to a tensor.
-
-    Steps: the colour policy to ``pre.input_size[0]`` channels (float in [0, 1]); then, with
-    ``pre.resize`` set, the shorter side resized to ``pre.resize`` and a centre crop of
-    ``pre.crop`` (torchvision's ImageNet evaluation recipe, e.g. 256 then 224), or, with
-    ``pre.resize`` ``None``, a resize straight to ``H × W`` of ``pre.input_size``; resizing is
-    ``pre.interpolation`` with antialiasing, on the float tensor. Last, ``(x - mean) / std``.
+    """The preparation the weights ask for, as one callable from a PIL image to a tensor:
+    ``pre.transform()`` (:meth:`cnnzoo.data.preprocessing.Preprocessing.transform`), the same
+    object the datasets' validation transform is built from.
 
     Raises:
         InvalidArgumentError: an interpolation other than bilinear or bicubic, or mean/std whose
             length is not the number of channels.
     """
-    chans, height, width = pre.input_size
-    if pre.interpolation not in _INTERPOLATIONS:
-        raise InvalidArgumentError(
-            f"interpolation {pre.interpolation!r} of the weights' preprocessing is not "
-            f"{' or '.join(_INTERPOLATIONS)}: fix model.pretrained_cfg."
-        )
-    if len(pre.mean) != chans or len(pre.std) != chans:
-        raise InvalidArgumentError(
-            f"the weights' preprocessing has mean/std for {len(pre.mean)}/{len(pre.std)} "
-            f"channels but input_size {pre.input_size}: fix model.pretrained_cfg."
-        )
-    mode = _INTERPOLATIONS[pre.interpolation]
-    if pre.resize:
-        # A crop of None would leave the images' aspect ratios, and sizes, unequal.
-        crop = (pre.crop, pre.crop) if pre.crop else (height, width)
-        steps = [v2.Resize(pre.resize, interpolation=mode, antialias=True), v2.CenterCrop(crop)]
-    else:
-        steps = [v2.Resize((height, width), interpolation=mode, antialias=True)]
-    resize = v2.Compose(steps)
-    normalize = Normalize(pre.mean, pre.std)
-
-    def transform(img: Image.Image) -> torch.Tensor:
-        x = pil_to_tensor(img, chans)  # (C, H, W) in [0, 1]
-        if pre.resize or tuple(x.shape[1:]) != (height, width):
-            x = resize(x)
-        return normalize(x)
-
-    return transform
+    return pre.transform()
 
 
 def describe_transform(pre: Preprocessing) -> str:
     """One line saying what :func:`image_transform` does with these weights' preprocessing."""
-    chans, height, width = pre.input_size
-    target = {1: "1 gray channel", 3: "RGB"}.get(chans, f"{chans} channels")
-    steps = [f"colour policy to {target}, [0, 1]"]
-    if pre.resize:
-        crop = f"{pre.crop}×{pre.crop}" if pre.crop else f"{height}×{width}"
-        steps.append(f"shorter side to {pre.resize} ({pre.interpolation}, antialiased)")
-        steps.append(f"centre crop {crop}")
-    else:
-        steps.append(
-            f"resize to {height}×{width} unless already so ({pre.interpolation}, antialiased)"
-        )
-    mean = ", ".join(f"{m:.4g}" for m in pre.mean)
-    std = ", ".join(f"{s:.4g}" for s in pre.std)
-    steps.append(f"normalise mean ({mean}) std ({std})")
-    return f"{'; '.join(steps)} [from {pre.source}]"
+    return pre.describe_steps()
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -219,9 +167,19 @@ class PredictionResult:
                 out.append(f"  {rank}. {t.name:<{width}}  {100 * t.probability:6.2f}%  [{t.index}]")
         return out
 
-    def failure_lines(self) -> list[str]:
-        """One line per file that could not be read."""
-        return [f"error: {message}" for _, message in self.failures]
+    def failure_summary(self) -> str | None:
+        """One line counting the files that could not be read (``None`` when all could)."""
+        failed, read = len(self.failures), len(self.predictions)
+        if not failed:
+            return None
+        if not read:
+            return (
+                "the file could not be read"
+                if failed == 1
+                else (f"none of the {failed} files could be read")
+            )
+        others = "the other one is" if read == 1 else f"the other {read} are"
+        return f"{failed} of {failed + read} files could not be read; {others} predicted above"
 
 
 # --- predicting ------------------------------------------------------------------------------
@@ -236,7 +194,7 @@ def predict_files(
 ) -> PredictionResult:
     """Predict the ``topk`` most probable classes of each image file.
 
-    Images are prepared by :func:`image_transform` from ``model.pretrained_cfg`` (set by
+    Images are prepared by ``model.pretrained_cfg.transform()`` (set by
     :func:`cnnzoo.weights.load_weights`) and run in batches of ``batch_size`` in eval mode under
     ``torch.inference_mode`` on the model's device; the model's train/eval mode is restored after.
     Probabilities are the softmax of the logits. A ``topk`` larger than the number of classes is

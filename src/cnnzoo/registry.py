@@ -81,6 +81,17 @@ class ModelSpec:
         """The keyword arguments the builder takes."""
         return list(inspect.signature(self.builder).parameters)
 
+    def fit_side(self, side: int, **options: object) -> int:
+        """The side to train the model built with ``options`` at, for data of ``side`` pixels
+        (or a side asked for every model): ``side`` itself when the model takes it; else, for
+        a model whose classifier reads a fixed-size map (``max_size`` set), its default side,
+        the one it was designed for; else its minimum. The one rule for ``train`` (the data's
+        native side) and ``compare`` (its common side)."""
+        low, high = self.size_range(**options)
+        if low <= side and (high is None or side <= high):
+            return side
+        return self.input_size[1] if high is not None else low
+
 
 def _range_text(low: int, high: int | None) -> str:
     if high is None:

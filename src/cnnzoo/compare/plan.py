@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
-from cnnzoo.models import ModelSpec, get_spec
+from cnnzoo.models import get_spec
 from cnnzoo.training.config import training_options
 
 # The classic line-up, in paper order: the issue's default list.
@@ -170,13 +170,6 @@ class Plan:
         }
 
 
-def fit_side(spec: ModelSpec, side: int) -> int:
-    """``side`` moved into the model's valid range (up to its minimum, down to its maximum)."""
-    low, high = spec.size_range(**training_options(spec))
-    side = max(side, low)
-    return side if high is None else min(side, high)
-
-
 def make_plan(config: CompareConfig) -> Plan:
     """Check ``config`` and fill in the defaults.
 
@@ -293,12 +286,13 @@ def _sizes(config: CompareConfig, models: list[str], side: int) -> tuple[dict[st
                 )
             sizes[name] = config.image_size
         else:
-            sizes[name] = fit_side(spec, side)
+            sizes[name] = spec.fit_side(side, **training_options(spec))
     if config.image_size is not None:
         return sizes, f"--image-size {config.image_size} for every model"
     return sizes, (
         f"{side}×{side} for every model that takes it; a model outside its valid range gets "
-        "the nearest side it takes (its minimum or its fixed size)"
+        "its minimum side, or its default side when its classifier reads a fixed-size map "
+        "(the trainer's rule, ModelSpec.fit_side)"
     )
 
 

@@ -13,7 +13,6 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,17 +29,9 @@ from cnnzoo.data.imagefolder import (
     scan_imagefolder,
     split_records,
 )
-from cnnzoo.data.transforms import (
-    AUGMENTS,
-    Normalize,
-    build_transform,
-    describe_augment,
-    prepare_images,
-)
+from cnnzoo.data.preprocessing import Normalize, Preprocessing, channel_order
+from cnnzoo.data.transforms import AUGMENTS, build_transform, describe_augment, prepare_images
 from cnnzoo.errors import DataError, InvalidArgumentError
-
-if TYPE_CHECKING:
-    from cnnzoo.weights import Preprocessing
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH")
 DEFAULT_ROOT = Path("data")
@@ -111,6 +102,10 @@ class DataBundle:
         notes: what was done to the data, one sentence each, for the run's log.
         seed: the seed passed to :func:`load_dataset` (augmentation and shuffling only; no split
             depends on it).
+        preprocessing: how every image is prepared (:class:`Preprocessing`): the validation
+            transform is exactly ``preprocessing.transform()``, the training one adds the
+            augmentation before its normalisation. :func:`load_dataset` always sets it; the
+            trainer records it in the weights it writes.
     """
 
     train: Dataset
@@ -124,6 +119,7 @@ class DataBundle:
     name: str
     notes: list[str] = field(default_factory=list)
     seed: int = 0
+    preprocessing: Preprocessing | None = None
 
     def with_normalization(
         self, mean: tuple[float, ...], std: tuple[float, ...], source: str
@@ -151,6 +147,14 @@ class DataBundle:
             mean=tuple(mean),
             std=tuple(std),
             notes=[*self.notes, f"normalised as {source}: mean ({shown[0]}), std ({shown[1]})"],
+            preprocessing=None
+            if self.preprocessing is None
+            else replace(
+                self.preprocessing,
+                mean=tuple(mean),
+                std=tuple(std),
+                source=f"{self.preprocessing.source}, normalised as {source}",
+            ),
         )
 
 
@@ -210,16 +214,20 @@ def load_dataset(
         root: folder holding the downloaded datasets (``./data`` when ``None``); not used by
             ``digits`` or ``imagefolder``, whose path is in the name.
         image_size: output side; ``None`` keeps the native size (for an image folder: the shorter
-            side of its most common image size). Resizing is bilinear.
+            side of its most common image size). Resizing is bilinear and antialiased: square
+            images straight to the side, an image folder's images shorter side to the side then
+            a centre crop (the bundle's ``preprocessing`` records which).
         in_chans: 1 or 3; ``None`` keeps the native channels (1 for an all-gray folder).
         augment: ``none``, ``light`` or ``standard``, applied to the training split only.
         seed: recorded in the bundle; augmentation and shuffling randomness is seeded by the
             loader (:func:`cnnzoo.data.make_loader`), and no split depends on it.
         download: fetch ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100`` into ``root``
             when missing (the only use of the network).
-        preprocessing: the preparation a set of weights expects (``model.pretrained_cfg``):
-            its channels, size, resize-then-crop and mean/std replace ``in_chans``,
-            ``image_size``, the default resize and the training split's statistics.
+        preprocessing: the preparation a set of weights expects (``model.pretrained_cfg``),
+            used as it is: its channels, size, resize rule, interpolation and mean/std replace
+            ``in_chans``, ``image_size``, the dataset's own resize rule and the training
+            split's statistics, so that a validation item is exactly what
+            ``preprocessing.prepare`` (and ``predict``) make of the same image.
 
     Raises:
         DataError: unknown name, files missing or damaged, an unreadable image, an empty class.
@@ -247,54 +255,83 @@ def load_dataset(
             "gray repeated to RGB" if chans == 3 else "RGB → luminance 0.299 R + 0.587 G + 0.114 B"
         )
         notes.append(f"channels {native_chans} → {chans} ({rule})")
-    how = _resize_rule(preprocessing)
     if preprocessing is not None:
-        mean, std = preprocessing.mean, preprocessing.std
-        notes.append(f"preprocessing of the weights: {preprocessing.describe()}")
+        pre = preprocessing
+        notes.append(f"preprocessing of the weights: {pre.describe()}")
     else:
         mean, std = _array_stats((*arrays.cache_key, chans), arrays.train_x, chans)
+        # Square images resized straight to the side (the same as shorter side then crop).
+        pre = _own_preprocessing(chans, size, None, mean, std, arrays.class_names, key)
         if size != native_size:
             notes.append(f"resized {native_size}×{native_size} → {size}×{size} (bilinear)")
     flip = key in FLIP_OK
     notes.append(describe_augment(augment, size, flip, key))
-
-    # Weights that resize then crop get exactly that; otherwise square images stay square.
-    resize = "short-side" if how else ("none" if size == native_size else "square")
+    native_shape = (native_chans, native_size, native_size)
 
     def dataset(images: torch.Tensor, labels: torch.Tensor, aug: str) -> ArrayDataset:
-        # The deterministic prefix (channels, resize) once for all images when it does anything
-        # and fits; the per-image transform is then only the augmentation and normalisation.
-        prepare = (chans != native_chans or resize != "none") and (
+        # The deterministic steps (channels, resize) once for all images when they do anything
+        # and fit; the per-image transform is then only the augmentation and normalisation.
+        prepare = not pre.keeps(native_shape) and (
             len(images) * chans * size * size * 4 <= PREPARE_LIMIT_BYTES
         )
         if prepare:
-            images = prepare_images(_to_unit(images), chans=chans, size=size, resize=resize, **how)
-        transform = build_transform(
-            chans=chans, size=size, resize=resize, augment=aug, flip=flip, mean=mean, std=std,
-            prefix=not prepare, **how,
-        )  # fmt: skip
+            images = prepare_images(_to_unit(images), pre)
+        transform = build_transform(pre, augment=aug, flip=flip, prefix=not prepare)
         return ArrayDataset(images, labels, transform)
 
+    train = dataset(arrays.train_x, arrays.train_y, augment)
+    val = dataset(arrays.val_x, arrays.val_y, "none")
+    return _bundle(train, val, arrays.class_names, pre, key, notes, seed)
+
+
+def _bundle(
+    train: Dataset,
+    val: Dataset,
+    class_names: list[str],
+    pre: Preprocessing,
+    name: str,
+    notes: list[str],
+    seed: int,
+) -> DataBundle:
+    """The bundle whose channels, side and statistics are those of its ``pre``."""
     return DataBundle(
-        train=dataset(arrays.train_x, arrays.train_y, augment),
-        val=dataset(arrays.val_x, arrays.val_y, "none"),
-        num_classes=len(arrays.class_names),
-        in_chans=chans,
-        image_size=size,
-        class_names=arrays.class_names,
-        mean=mean,
-        std=std,
-        name=key,
+        train=train,
+        val=val,
+        num_classes=len(class_names),
+        in_chans=pre.input_size[0],
+        image_size=pre.input_size[1],
+        class_names=class_names,
+        mean=pre.mean,
+        std=pre.std,
+        name=name,
         notes=notes,
         seed=seed,
+        preprocessing=pre,
     )
 
 
-def _resize_rule(pre: Preprocessing | None) -> dict[str, Any]:
-    """``resize_to`` and ``interpolation`` for weights that resize then crop (``{}`` otherwise)."""
-    if pre is None or not pre.resize:
-        return {}
-    return {"resize_to": pre.resize, "interpolation": pre.interpolation}
+def _own_preprocessing(
+    chans: int,
+    size: int,
+    resize: int | None,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    class_names: list[str],
+    name: str,
+) -> Preprocessing:
+    """The preparation of a dataset without weights: bilinear, its own statistics."""
+    return Preprocessing(
+        input_size=(chans, size, size),
+        resize=resize,
+        crop=size if resize else None,
+        interpolation="bilinear",
+        mean=tuple(mean),
+        std=tuple(std),
+        channel_order=channel_order(chans),
+        class_names=tuple(class_names),
+        source=f"the training split of {name}",
+        dataset=name,
+    )
 
 
 def _check_arguments(image_size: int | None, in_chans: int | None, augment: str) -> None:
@@ -601,48 +638,32 @@ def _load_imagefolder(
     (width, height), common = sizes.most_common(1)[0]
     native = min(width, height)
     size = native if image_size is None else image_size
-    how = _resize_rule(preprocessing)
-    uniform = not how and all(r.size == (size, size) for r in report.images)
+    uniform = all(r.size == (size, size) for r in report.images)
     if image_size is None and not uniform:
         notes.append(
             f"native size {native}: the shorter side of the most common size {width}×{height} "
             f"({common:,} of {len(train):,} training images)"
         )
     if preprocessing is not None:
-        mean, std = preprocessing.mean, preprocessing.std
-        notes.append(f"preprocessing of the weights: {preprocessing.describe()}")
+        pre = preprocessing
+        notes.append(f"preprocessing of the weights: {pre.describe()}")
     else:
         count = sum(r.stats[chans][0] for r in train)
         mean, std = _mean_std(
             count, sum(r.stats[chans][1] for r in train), sum(r.stats[chans][2] for r in train)
         )
+        # Images that differ in size and aspect: the shorter side to the side, then a centre
+        # crop (an image already size × size passes unchanged), recorded so that predict does
+        # the same.
+        pre = _own_preprocessing(chans, size, size, mean, std, report.class_names, name)
         if not uniform:
             notes.append(f"resized shorter side to {size}, centre crop {size}×{size} (bilinear)")
     notes.append(describe_augment(augment, size, True, "imagefolder"))
 
     def dataset(records: list, aug: str) -> ImageFolderDataset:
-        transform = build_transform(
-            chans=chans,
-            size=size,
-            resize="none" if uniform else "short-side",
-            augment=aug,
-            flip=True,
-            mean=mean,
-            std=std,
-            **how,
-        )
+        transform = build_transform(pre, augment=aug, flip=True)
         return ImageFolderDataset([(r.path, r.label) for r in records], chans, transform)
 
-    return DataBundle(
-        train=dataset(train, augment),
-        val=dataset(val, "none"),
-        num_classes=len(report.class_names),
-        in_chans=chans,
-        image_size=size,
-        class_names=report.class_names,
-        mean=mean,
-        std=std,
-        name=name,
-        notes=notes,
-        seed=seed,
+    return _bundle(
+        dataset(train, augment), dataset(val, "none"), report.class_names, pre, name, notes, seed
     )

@@ -5,9 +5,10 @@ global generator: inside a data-loader worker that generator is seeded from (see
 id) by :func:`cnnzoo.data.loader.seed_worker`, and in the main process by the trainer, so no
 transform owns a generator of its own.
 
-The deterministic prefix (channels, resize) is separate from the rest (augmentation,
-normalisation), so that in-memory datasets can apply it once to all images
-(:func:`prepare_images`) instead of once per image per epoch.
+The deterministic steps (channels, resize: :meth:`Preprocessing.steps`, the one definition of
+how an image is prepared for a model) are separate from the rest (augmentation, normalisation),
+so that in-memory datasets can apply them once to all images (:func:`prepare_images`) instead of
+once per image per epoch.
 """
 
 from __future__ import annotations
@@ -18,24 +19,21 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from cnnzoo.data.colour import convert_channels
+from cnnzoo.data.preprocessing import Normalize, Preprocessing, ToChannels
+
+__all__ = [
+    "AUGMENTS",
+    "Normalize",
+    "ShiftRotate",
+    "ToChannels",
+    "build_transform",
+    "describe_augment",
+    "prepare_images",
+]
 
 AUGMENTS = ("none", "light", "standard")
 ROTATION_DEG = 10
 SCALE = (0.9, 1.1)
-
-
-class ToChannels:
-    """Gray ↔ RGB by the colour policy (a picklable callable, so it can go to workers)."""
-
-    def __init__(self, chans: int) -> None:
-        self.chans = chans
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return convert_channels(x, self.chans)
-
-    def __repr__(self) -> str:
-        return f"ToChannels({self.chans})"
 
 
 class ShiftRotate:
@@ -95,100 +93,34 @@ class ShiftRotate:
         return f"ShiftRotate(pad={self.pad}, degrees={self.degrees})"
 
 
-class Normalize:
-    """``(x - mean) / std`` per channel; the arithmetic of ``v2.Normalize`` without its
-    per-call overhead (about 3 µs an image instead of 30)."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean).div_(self.std)
-
-    def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
-
-
-def prefix_steps(
-    *,
-    chans: int,
-    size: int,
-    resize: str,
-    resize_to: int | None = None,
-    interpolation: str = "bilinear",
-) -> list[object]:
-    """The deterministic first steps: channel conversion, then the resize.
-
-    ``resize="short-side"`` resizes the shorter side to ``resize_to`` (``size`` when ``None``)
-    and centre-crops ``size × size``: with ``resize_to`` 256 and ``size`` 224 it is the ImageNet
-    evaluation recipe that pretrained weights expect.
-    """
-    steps: list[object] = [ToChannels(chans)]
-    mode = v2.InterpolationMode(interpolation)
-    if resize == "square":
-        steps.append(v2.Resize((size, size), interpolation=mode, antialias=True))
-    elif resize == "short-side":
-        steps += [
-            v2.Resize(resize_to or size, interpolation=mode, antialias=True),
-            v2.CenterCrop(size),
-        ]
-    return steps
-
-
-def prepare_images(
-    images: torch.Tensor, *, chans: int, size: int, resize: str, chunk: int = 4096, **how: object
-) -> torch.Tensor:
-    """:func:`prefix_steps` applied once to a whole ``(N, C, H, W)`` float tensor in [0, 1]
-    (in chunks), giving ``(N, chans, size, size)`` float32: what each image would be after the
-    prefix, computed with the same operations batched. ``how``: ``resize_to``, ``interpolation``
-    as for :func:`prefix_steps`."""
-    prefix = v2.Compose(prefix_steps(chans=chans, size=size, resize=resize, **how))  # type: ignore[arg-type]
-    out = torch.empty(len(images), chans, size, size, dtype=torch.float32)
+def prepare_images(images: torch.Tensor, pre: Preprocessing, *, chunk: int = 4096) -> torch.Tensor:
+    """The deterministic steps of ``pre`` (:meth:`Preprocessing.steps`: channels, resize, crop)
+    applied once to a whole ``(N, C, H, W)`` float tensor in [0, 1] (in chunks), giving
+    ``(N, *pre.input_size)`` float32: what each image would be after those steps, computed with
+    the same operations batched."""
+    prefix = v2.Compose(pre.steps())
+    out = torch.empty(len(images), *pre.input_size, dtype=torch.float32)
     for start in range(0, len(images), chunk):
         out[start : start + chunk] = prefix(images[start : start + chunk].float())
     return out
 
 
 def build_transform(
-    *,
-    chans: int,
-    size: int,
-    resize: str,
-    augment: str,
-    flip: bool,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    prefix: bool = True,
-    resize_to: int | None = None,
-    interpolation: str = "bilinear",
+    pre: Preprocessing, *, augment: str, flip: bool, prefix: bool = True
 ) -> v2.Compose:
-    """The transform of one split.
+    """The transform of one split: ``pre``'s deterministic steps, the augmentation, then
+    ``pre``'s normalisation. With ``augment="none"`` it is ``pre.transform()`` on tensors.
 
     Args:
-        chans: output channels (1 or 3).
-        size: output side in pixels.
-        resize: ``"none"`` (already ``size``), ``"square"`` (bilinear to ``size × size``) or
-            ``"short-side"`` (bilinear, shorter side to ``size``, then centre crop), the last for
-            image folders whose images differ in size and aspect.
+        pre: the preparation of the images (channels, resize rule, mean/std).
         augment: ``"none"``, ``"light"`` or ``"standard"`` (see :func:`describe_augment`).
         flip: whether ``"standard"`` may flip horizontally (never for digits: a flipped 2 or 7
             is not a digit, and a flipped 3 is an ε).
-        mean: per-channel mean to subtract, from the training split.
-        std: per-channel standard deviation to divide by.
-        prefix: include the deterministic channel conversion and resize; ``False`` when the
-            images were passed through :func:`prepare_images` already.
-        resize_to: for ``"short-side"``: the side the shorter side is resized to before the
-            crop (``size`` when ``None``).
-        interpolation: ``"bilinear"`` or ``"bicubic"``, for the resize.
+        prefix: include the deterministic steps; ``False`` when the images were passed through
+            :func:`prepare_images` already.
     """
-    steps = (
-        prefix_steps(
-            chans=chans, size=size, resize=resize, resize_to=resize_to, interpolation=interpolation
-        )
-        if prefix
-        else []
-    )
+    steps = pre.steps() if prefix else []
+    size = pre.input_size[1]
     interpolation = v2.InterpolationMode.BILINEAR
     # The shift: zero padding then a random crop, up to 1/8 of the side, as the CIFAR recipe
     # (pad 4 at 32) and small enough not to push a digit's strokes out of an 8×8 frame.
@@ -199,7 +131,7 @@ def build_transform(
         steps.append(v2.RandomAffine(ROTATION_DEG, scale=SCALE, interpolation=interpolation))
         if flip:
             steps.append(v2.RandomHorizontalFlip())
-    steps.append(Normalize(mean, std))
+    steps.append(pre.normalize())
     return v2.Compose(steps)
 
 

@@ -156,8 +156,6 @@ def _image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> t
     whose images may differ in size, trains at the model's default input: the size its
     architecture and any pretrained weights were made for, and a cost that does not depend on
     how large the photos are (``--image-size`` chooses another)."""
-    low, high = spec.size_range(**options)
-    default = spec.input_size[1]
     if config.image_size is not None:
         check_input(
             spec.name, (spec.input_size[0], config.image_size, config.image_size), **options
@@ -165,17 +163,16 @@ def _image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> t
         return config.image_size, "--image-size"
     native = native_side(config.dataset)  # any spelling the loader accepts (CIFAR10, cifar-10)
     if native is None:
-        return default, (
+        return spec.input_size[1], (
             f"{spec.name}'s default input: an image folder has no one image size (choose "
             "another with --image-size)"
         )
-    if native < low:
-        if high is not None:
-            return default, f"{spec.name}'s fixed input ({native} is outside its range)"
-        return low, f"{spec.name}'s smallest input (the images are {native}×{native})"
-    if high is not None and native > high:
-        return default, f"{spec.name}'s fixed input ({native} is outside its range)"
-    return native, "the images' own side"
+    side = spec.fit_side(native, **options)  # the rule compare's plan uses too
+    if side == native:
+        return side, "the images' own side"
+    if spec.size_range(**options)[1] is not None:
+        return side, f"{spec.name}'s fixed input ({native} is outside its range)"
+    return side, f"{spec.name}'s smallest input (the images are {native}×{native})"
 
 
 def _model_options(config: TrainConfig, spec: cnnzoo.ModelSpec) -> dict[str, Any]:
@@ -519,15 +516,15 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
 
 def _metadata(config: TrainConfig, data: DataBundle, image_size: int) -> dict[str, str]:
     """What the weights need to be used later (docs/weights.md): kept in the export's
-    safetensors header and in every checkpoint."""
+    safetensors header and in every checkpoint. The preprocessing is the data's own object
+    (channels, ``image_size``, resize rule, interpolation, mean/std, class names), so that
+    ``predict`` and ``eval`` prepare images exactly as validation did."""
+    pre = data.preprocessing
+    assert pre is not None and pre.input_size[1] == image_size, "load_dataset sets it"
     return {
         "model": config.model,
         "num_classes": str(data.num_classes),
-        "in_chans": str(data.in_chans),
-        "image_size": str(image_size),
-        "mean": json.dumps(list(data.mean)),
-        "std": json.dumps(list(data.std)),
-        "class_names": json.dumps(list(data.class_names)),
+        **pre.to_metadata(),
         "dataset": config.dataset,
     }
 

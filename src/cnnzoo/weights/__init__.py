@@ -3,7 +3,8 @@
 Accepted files (read from a local path; nothing here touches the network):
 
 - cnnzoo's ``.safetensors`` exports (``trainer`` writes them); their metadata names the model and
-  gives the classes, channels, image size, mean/std and class names;
+  records its :class:`Preprocessing` (channels, image size, resize rule, interpolation, mean/std,
+  class names) and the dataset trained on;
 - cnnzoo checkpoints (``last.pt``/``best.pt``: a dict with ``"model_name"`` and ``"model"``);
 - torchvision ``.pth`` state_dicts of every architecture cnnzoo shares with torchvision (module
   names are the checkpoint format, so they load as they are), including DenseNet's legacy keys;

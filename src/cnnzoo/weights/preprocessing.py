@@ -1,14 +1,17 @@
-"""How images must be prepared for a set of weights, and where that knowledge comes from: the
-file's own metadata, torchvision's and timm's published recipes, or an assumption said aloud."""
+"""Where the preprocessing of a set of weights comes from: the file's own metadata,
+torchvision's and timm's published recipes, or an assumption said aloud. The
+:class:`Preprocessing` itself (and how it prepares an image) is :mod:`cnnzoo.data.preprocessing`,
+below both the datasets and the weights."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cnnzoo.data.preprocessing import Preprocessing, channel_order
 from cnnzoo.errors import WeightsError
 
 if TYPE_CHECKING:
@@ -19,51 +22,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images must be prepared for a set of weights.
-
-    Attributes:
-        input_size: ``(C, H, W)`` the network sees.
-        resize: side the shorter image side is resized to before cropping (``None``: resize
-            straight to ``input_size``).
-        crop: side of the centre crop (``None``: no crop).
-        interpolation: ``"bilinear"`` or ``"bicubic"`` (resizing).
-        mean: per-channel mean subtracted after scaling pixels to [0, 1].
-        std: per-channel standard deviation divided by after that.
-        channel_order: ``"RGB"``, ``"L"`` (one grey channel) or ``"C=N"`` for other counts.
-        class_names: the name of each output, or ``None`` when unknown (e.g. a new head).
-        source: where these values come from (the file's metadata, a table, an assumption).
-    """
-
-    input_size: tuple[int, int, int]
-    resize: int | None
-    crop: int | None
-    interpolation: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    channel_order: str
-    class_names: tuple[str, ...] | None
-    source: str
-
-    def describe(self) -> str:
-        """One line: resize, crop, interpolation, mean/std, channels and classes."""
-        steps = []
-        if self.resize:
-            steps.append(f"resize {self.resize} ({self.interpolation})")
-        if self.crop:
-            steps.append(f"centre crop {self.crop}")
-        if not steps:
-            steps.append(f"resize to {self.input_size[1]}×{self.input_size[2]}")
-        mean = ", ".join(f"{m:.3f}" for m in self.mean)
-        std = ", ".join(f"{s:.3f}" for s in self.std)
-        classes = f"{len(self.class_names)} named" if self.class_names else "unnamed"
-        return (
-            f"{', '.join(steps)}, {self.channel_order} in [0, 1], mean ({mean}), std ({std}); "
-            f"{classes} classes [{self.source}]"
-        )
 
 
 class TorchvisionFile(NamedTuple):
@@ -147,29 +105,14 @@ TIMM_ARCHS: dict[str, tuple[str, int, float, tuple[float, ...], tuple[float, ...
 }
 
 
-def cnnzoo_preprocessing(meta: dict[str, str], path: Path, kind: str) -> Preprocessing:
-    """The preprocessing cnnzoo's trainer records (``trainer._metadata``), as strings."""
+def cnnzoo_preprocessing(meta: Mapping[str, str], path: Path, kind: str) -> Preprocessing:
+    """The preprocessing cnnzoo's trainer records (:meth:`Preprocessing.to_metadata`), read back;
+    files from before the resize rule was recorded load too (see
+    :meth:`Preprocessing.from_metadata`)."""
     try:
-        chans = int(meta["in_chans"])
-        side = int(meta["image_size"])
-        pre = Preprocessing(
-            input_size=(chans, side, side),
-            resize=None,
-            crop=None,
-            interpolation="bilinear",
-            mean=tuple(json.loads(meta["mean"])),
-            std=tuple(json.loads(meta["std"])),
-            channel_order=channel_order(chans),
-            class_names=tuple(json.loads(meta["class_names"])),
-            source=f"{kind}{', trained on ' + meta['dataset'] if 'dataset' in meta else ''}",
-        )
+        return Preprocessing.from_metadata(meta, kind)
     except (KeyError, ValueError, TypeError) as err:
         raise WeightsError(f"{path} has incomplete cnnzoo metadata ({err}).") from None
-    return pre
-
-
-def channel_order(chans: int) -> str:
-    return {1: "L", 3: "RGB"}.get(chans, f"C={chans}")
 
 
 def torchvision_preprocessing(known: TorchvisionFile) -> Preprocessing:
