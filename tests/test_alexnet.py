@@ -16,7 +16,7 @@ import cnnzoo
 from cnnzoo.analysis import count_params, model_macs, summarize
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.layers import paper_lrn
-from tests.conftest import same_outputs
+from tests.conftest import assert_window_too_large, failing_layer, same_outputs
 
 
 def _meta(name: str, **kwargs) -> nn.Module:
@@ -161,8 +161,11 @@ def test_torchvision_min_size_is_63():
     # W' = floor((W - 11 + 4)/4) + 1, then three 3/2 max-pools: 63 → 15 → 7 → 3 → 1.
     model = _meta("alexnet")
     assert model(torch.empty(1, 3, 63, 63, device="meta")).shape == (1, 1000)
-    with pytest.raises(RuntimeError):
-        model(torch.empty(1, 3, 62, 62, device="meta"))
+    # 62 → 14 → 6 → 2: the third pool is the one that fails, on its 2×2 input.
+    name, shape, _ = failing_layer(model, torch.empty(1, 3, 62, 62, device="meta"))
+    assert name == "features.12" and isinstance(model.features[12], nn.MaxPool2d)
+    assert shape[-2:] == (2, 2)
+    assert_window_too_large(model, torch.empty(1, 3, 62, 62, device="meta"))
 
 
 def test_torchvision_parity_with_other_classes_dropout_and_a_non_square_input():
