@@ -7,7 +7,8 @@ whatever runs next in the process. The tests check the setting itself (a time me
 shared machine is no test); this script measures what it is for: the process CPU time during a
 pause of PAUSE_S after each run, for both sessions on the same exported resnet18 (64×64, batch
 4, 2 threads), in rounds that alternate the two, median over the rounds. An idle process uses
-about 0 ms; a spinning one up to threads × PAUSE_S.
+about 0 ms; a spinning one up to threads × PAUSE_S. The load average before and after is kept
+with the figures: other busy processes take cores the workers would spin on.
 
     .venv/bin/python benchmarks/ort_spinning.py            # about a minute
     .venv/bin/python benchmarks/ort_spinning.py --rounds 21
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/ort_spinning.json"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     torch.manual_seed(0)
     model = cnnzoo.create_model("resnet18", num_classes=10).eval()
     x = torch.randn(4, 3, 64, 64).numpy()
@@ -76,6 +79,8 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(THREADS),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "pause_ms": PAUSE_S * 1e3,
         "rounds": args.rounds,
         "idle_cpu_ms_median": {name: statistics.median(v) for name, v in ms.items()},
