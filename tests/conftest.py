@@ -36,6 +36,13 @@ def _private_cache(tmp_path_factory) -> None:
     os.environ["CNNZOO_CACHE"] = str(tmp_path_factory.mktemp("cnnzoo-cache"))
 
 
+def printed_as(value: float, text: str) -> bool:
+    """``value`` printed with as many decimals as ``text`` has reads ``text`` (a paper's figure
+    "at its rounding")."""
+    decimals = len(text.partition(".")[2])
+    return f"{value:.{decimals}f}" == text
+
+
 def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BatchNorm statistics and affine parameters (returned in eval mode): fresh
     BatchNorm (mean 0, var 1, γ 1, β 0) would hide a wrongly folded or exported statistic."""

@@ -15,7 +15,7 @@ from torch import nn
 import cnnzoo
 from cnnzoo.analysis import count_params, model_macs
 from cnnzoo.errors import InvalidArgumentError
-from tests.conftest import load_reference, same_outputs
+from tests.conftest import load_reference, printed_as, same_outputs
 
 V1 = load_reference()["mobilenet_v1"]
 
@@ -34,19 +34,13 @@ PAPER_TABLE_6 = {"1.0": ("4.2", "569"), "0.75": ("2.6", "325"), "0.5": ("1.3", "
 PAPER_TABLE_7 = {"224": "569", "192": "418", "160": "290", "128": "186"}
 
 
-def _printed(value: float, text: str) -> bool:
-    """``value`` printed with as many decimals as ``text`` has reads ``text``."""
-    decimals = len(text.partition(".")[2])
-    return f"{value:.{decimals}f}" == text
-
-
 @pytest.mark.parametrize("alpha", sorted(V1["width_multiplier"]))
 def test_v1_width_multiplier(alpha: str):
     ref = V1["width_multiplier"][alpha]
     model = _meta("mobilenet_v1", width_mult=float(alpha))
     params, macs = count_params(model), model_macs(model, (3, 224, 224))
     paper_params, paper_macs = PAPER_TABLE_6[alpha]
-    assert _printed(params / 1e6, paper_params) and _printed(macs / 1e6, paper_macs)
+    assert printed_as(params / 1e6, paper_params) and printed_as(macs / 1e6, paper_macs)
     assert (params, macs) == (ref["params"], ref["macs"])
     assert model.num_features == round(1024 * float(alpha))
 
@@ -62,8 +56,8 @@ def test_v1_resolution_multiplier(side: str):
         # 290.68 M: the paper prints 290, cut rather than rounded (569 for 568.74 is rounded).
         assert int(macs / 1e6) == int(paper)
     else:
-        assert _printed(macs / 1e6, paper)
-    assert _printed(count_params(model) / 1e6, "4.2")  # Table 7: the side changes no parameter
+        assert printed_as(macs / 1e6, paper)
+    assert printed_as(count_params(model) / 1e6, "4.2")  # Table 7: the side changes no parameter
 
 
 def test_v1_weights_without_batchnorm_are_the_papers_4_2_million():

@@ -12,7 +12,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.analysis import count_params, model_macs
-from tests.conftest import load_reference
+from tests.conftest import load_reference, printed_as
 
 REFERENCE = load_reference()
 # Entries the reference marks optional (MobileNet v3) are checked once they are registered.
@@ -99,16 +99,10 @@ def _cifar_resnet_by_hand(depth: int) -> tuple[int, int]:
     return params + 64 * 10 + 10, macs + 64 * 10
 
 
-def _printed(value: float, text: str) -> bool:
-    """``value`` printed with as many decimals as ``text`` has reads ``text``."""
-    decimals = len(text.partition(".")[2])
-    return f"{value:.{decimals}f}" == text
-
-
 @pytest.mark.parametrize("depth", sorted(RESNET_CIFAR_TABLE_6))
 def test_cifar_resnets_and_plain_nets_are_the_papers(depth: int):
     params, macs = _cifar_resnet_by_hand(depth)
-    assert _printed(params / 1e6, RESNET_CIFAR_TABLE_6[depth])
+    assert printed_as(params / 1e6, RESNET_CIFAR_TABLE_6[depth])
     assert (params, macs) == (
         REFERENCE[f"resnet{depth}"]["params"],
         REFERENCE[f"resnet{depth}"]["macs"],
