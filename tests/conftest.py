@@ -36,6 +36,13 @@ def _private_cache(tmp_path_factory) -> None:
     os.environ["CNNZOO_CACHE"] = str(tmp_path_factory.mktemp("cnnzoo-cache"))
 
 
+def printed_as(value: float, text: str) -> bool:
+    """``value`` printed with as many decimals as ``text`` has reads ``text`` (a paper's figure
+    "at its rounding")."""
+    decimals = len(text.partition(".")[2])
+    return f"{value:.{decimals}f}" == text
+
+
 def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BatchNorm statistics and affine parameters (returned in eval mode): fresh
     BatchNorm (mean 0, var 1, γ 1, β 0) would hide a wrongly folded or exported statistic."""
@@ -64,3 +71,55 @@ ONE_PER_FAMILY = [
     ("mobilenet_v3_small", (3, 32, 32), {"num_classes": 10}),
     ("efficientnet_b0", (3, 32, 32), {"num_classes": 10}),
 ]
+
+
+def failing_layer(model: torch.nn.Module, x: torch.Tensor) -> tuple[str, tuple, Exception]:
+    """Runs ``model(x)``, which must raise, and returns the innermost module that was running
+    when it did (by name; "" for the model itself), the shape of that module's input, and the
+    error — so that a test can check that a refusal came from the layer it expects."""
+    names = {id(m): n for n, m in model.named_modules()}
+    running: list[tuple[str, tuple]] = []
+
+    def enter(module, args):
+        shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else ()
+        running.append((names.get(id(module), "?"), shape))
+
+    def leave(module, args, output):
+        running.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    handles += [m.register_forward_hook(leave) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as err:  # any kind: the caller checks which it was
+        return (*running[-1], err)
+    finally:
+        for handle in handles:
+            handle.remove()
+    raise AssertionError(f"{type(model).__name__} ran on {tuple(x.shape)}; it should not")
+
+
+def assert_window_too_large(model: torch.nn.Module, x: torch.Tensor) -> str:
+    """``model(x)`` fails because a convolution or pooling window no longer fits the map it
+    slides on (W' = ⌊(W − F + 2P)/S⌋ + 1 < 1 at that layer, by the textbook formula), and torch
+    says so; any other failure (a linear layer of the wrong width, a bad concatenation) fails
+    the test. Returns the layer's name."""
+    from cnnzoo.analysis.formulas import conv_output_size
+
+    name, shape, err = failing_layer(model, x)
+    layer = model.get_submodule(name)
+    windows = (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)
+    assert isinstance(layer, windows), f"{name} ({type(layer).__name__}) raised: {err}"
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    kernel, stride, padding = pair(layer.kernel_size), pair(layer.stride), pair(layer.padding)
+    dilation = pair(getattr(layer, "dilation", 1))
+    ceil = getattr(layer, "ceil_mode", False)
+    outs = [
+        conv_output_size(shape[2 + i], kernel[i], stride[i], padding[i], dilation[i], ceil)
+        for i in (0, 1)
+    ]
+    assert min(outs) < 1, f"{name} fits its {shape} input ({outs}), yet raised: {err}"
+    text = str(err)
+    assert "Output size is too small" in text or "Kernel size can't be greater" in text, text
+    return name

@@ -7,6 +7,8 @@ References: the paper's text (kernel shapes of §3.5, LRN formula of §3.3, init
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -16,7 +18,7 @@ import cnnzoo
 from cnnzoo.analysis import count_params, model_macs, summarize
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.layers import paper_lrn
-from tests.conftest import same_outputs
+from tests.conftest import assert_window_too_large, failing_layer, load_reference, same_outputs
 
 
 def _meta(name: str, **kwargs) -> nn.Module:
@@ -106,6 +108,27 @@ def test_per_layer_parameters():
     ]
 
 
+def test_the_papers_own_figures():
+    """What the 2012 paper prints of its network's size: "60 million parameters" (abstract) and,
+    in Figure 2's caption, "the number of neurons in the network's remaining layers is given by
+    253,440–186,624–64,896–64,896–43,264–4096–4096–1000". It prints no multiply-add count: the
+    reference's 724,406,816 is worked out here from the figures it does print."""
+    model = _meta("alexnet_paper")
+    params = count_params(model)
+    assert 60e6 <= params < 61e6  # 60.97 M (the ungrouped network would be 62.4 M)
+    rows = summarize(model, (3, 227, 227)).layers
+    neurons = [math.prod(r.output_shape[1:]) for r in rows if r.type in ("Conv2d", "Linear")]
+    # conv1's 253,440 is a known slip of the caption: 55 × 55 × 96 = 290,400 (55 px at 227).
+    assert neurons == [55 * 55 * 96, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
+    # Multiply-adds = Σ neurons × kernel volume (§3.5: 11×11×3, 5×5×48, 3×3×256, 3×3×192,
+    # 3×3×192; fc6 reads the 6×6×256 maps).
+    fan_in = [11 * 11 * 3, 5 * 5 * 48, 3 * 3 * 256, 3 * 3 * 192, 3 * 3 * 192, 6 * 6 * 256,
+              4096, 4096]  # fmt: skip
+    by_hand = sum(n * f for n, f in zip(neurons, fan_in, strict=True))
+    assert by_hand == 724_406_816 == load_reference()["alexnet_paper"]["macs"]
+    assert model_macs(model, (3, 227, 227)) == by_hand
+
+
 def test_groups_1_is_the_single_gpu_network():
     model = _meta("alexnet_paper", groups=1)
     assert [c.groups for c in _convs(model)] == [1] * 5
@@ -161,8 +184,11 @@ def test_torchvision_min_size_is_63():
     # W' = floor((W - 11 + 4)/4) + 1, then three 3/2 max-pools: 63 → 15 → 7 → 3 → 1.
     model = _meta("alexnet")
     assert model(torch.empty(1, 3, 63, 63, device="meta")).shape == (1, 1000)
-    with pytest.raises(RuntimeError):
-        model(torch.empty(1, 3, 62, 62, device="meta"))
+    # 62 → 14 → 6 → 2: the third pool is the one that fails, on its 2×2 input.
+    name, shape, _ = failing_layer(model, torch.empty(1, 3, 62, 62, device="meta"))
+    assert name == "features.12" and isinstance(model.features[12], nn.MaxPool2d)
+    assert shape[-2:] == (2, 2)
+    assert_window_too_large(model, torch.empty(1, 3, 62, 62, device="meta"))
 
 
 def test_torchvision_parity_with_other_classes_dropout_and_a_non_square_input():

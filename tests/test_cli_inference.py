@@ -143,10 +143,17 @@ def test_summary_of_a_weight_file(capsys, trained):
     ],
 )
 def test_bad_inference_arguments_give_one_line(capsys, trained, argv, message):
-    argv = [*argv[:1], "--weights", str(trained / "model.safetensors"), *argv[1:]]
-    code, _, err = run(capsys, *argv)
-    lines = [line for line in err.splitlines() if "error" in line]
-    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    weights = trained / "model.safetensors"
+    code, out, err = run(capsys, *argv[:1], "--weights", str(weights), *argv[1:])
+    assert code == 2 and out == ""
+    # stderr holds the error line and at most the load report of the weights read before it,
+    # nothing else (no traceback, no warning).
+    lines = err.splitlines()
+    errors = [line for line in lines if line.startswith(f"cnnzoo {argv[0]}: error: ")]
+    assert len(errors) == 1 and message in errors[0], err
+    report = f"weights {weights} (cnnzoo export) → lenet5: 10 tensors loaded (strict)"
+    assert set(lines) - set(errors) <= {report}, err
+    assert "Traceback" not in err
 
 
 def test_summary_needs_a_model_or_weights(capsys):
@@ -214,6 +221,7 @@ def test_export_without_the_onnx_extra_says_what_to_install(capsys, trained, tmp
 def test_eval_with_a_fast_backend_gives_the_same_accuracy(capsys, trained):
     weights = str(trained / "model.safetensors")
     code, out, _ = run(capsys, "eval", "--weights", weights, "--dataset", "digits", "--json")
+    assert code == 0
     eager = json.loads(out)
     code, out, err = run(capsys, "eval", "--weights", weights, "--dataset", "digits", "--json",
                          "--backend", "onnxruntime", "--threads", "1")  # fmt: skip
@@ -222,12 +230,40 @@ def test_eval_with_a_fast_backend_gives_the_same_accuracy(capsys, trained):
     assert abs(fast["top1"] - eager["top1"]) <= 1 / 360  # at most one near-tie may flip
 
 
-def test_eval_int8_reports_the_accuracy_change(capsys, trained):
-    code, out, _ = run(capsys, "eval", "--weights", str(trained / "model.safetensors"),
-                       "--dataset", "digits", "--backend", "int8", "--threads", "1")  # fmt: skip
+def test_eval_int8_reports_the_accuracy_change(capsys, trained, monkeypatch):
+    import cnnzoo.inference
+
+    # Keep the int8 runner the command builds, to evaluate it here independently of the CLI.
+    runners = []
+    build = cnnzoo.inference.optimize
+
+    def keep(*args, **kwargs):
+        runners.append(build(*args, **kwargs))
+        return runners[-1]
+
+    monkeypatch.setattr(cnnzoo.inference, "optimize", keep)
+    weights = trained / "model.safetensors"
+    code, out, _ = run(capsys, "eval", "--weights", str(weights), "--dataset", "digits",
+                       "--backend", "int8", "--threads", "1")  # fmt: skip
     assert code == 0
+    (int8,) = runners
     line = next(ln for ln in out.splitlines() if "int8 top-1" in ln)
-    assert "vs fp32" in line and "top-1 agreement with fp32" in line
+
+    # By hand: both runners on the 360 validation images, prepared as the weights ask.
+    model = load_weights(None, weights)[0].eval()
+    data = load_dataset("digits", preprocessing=model.pretrained_cfg)
+    x = torch.stack([data.val[i][0] for i in range(len(data.val))])
+    with torch.no_grad():
+        fp32_top, int8_top = model(x).argmax(1), int8(x).argmax(1)
+    int8_right = int((int8_top == data.val.labels).sum())
+    fp32_acc, int8_acc = (fp32_top == data.val.labels).float().mean().item(), int8_right / 360
+    agree = (fp32_top == int8_top).float().mean().item()
+    expected = (
+        f"int8 top-1 {100 * int8_acc:.2f}% vs fp32 {100 * fp32_acc:.2f}% "
+        f"({100 * (int8_acc - fp32_acc):+.2f} points); top-1 agreement with fp32 {100 * agree:.2f}%"
+    )
+    assert line == f"note: {expected}"
+    assert f"top-1 accuracy: {100 * int8_acc:.2f}% ({int8_right}/360)" in out  # the int8 runner's
 
 
 def test_predict_int8_needs_calibration_images(capsys, trained, images):

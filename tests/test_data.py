@@ -442,11 +442,18 @@ def test_unknown_dataset_suggests_close_matches():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"augment": "heavy"}, {"in_chans": 2}, {"image_size": 0}, {"image_size": True}]
+    ("kwargs", "message"),
+    [
+        ({"augment": "heavy"}, "unknown augment 'heavy': choose one of none, light, standard"),
+        ({"in_chans": 2}, "in_chans must be 1 (gray) or 3 (RGB), got 2"),
+        ({"image_size": 0}, "image_size must be a positive integer, got 0"),
+        ({"image_size": True}, "image_size must be a positive integer, got True"),
+    ],
 )
-def test_bad_arguments(kwargs: dict):
-    with pytest.raises(InvalidArgumentError):
+def test_bad_arguments(kwargs: dict, message: str):
+    with pytest.raises(InvalidArgumentError) as exc:
         load_dataset("digits", **kwargs)
+    assert message in one_line(exc)
 
 
 # --- fast paths: same results as the plain torchvision pipeline ----------------------------------

@@ -13,9 +13,10 @@ import torchvision
 from torch import nn
 
 import cnnzoo
+from cnnzoo.analysis import count_params, model_macs
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.models.googlenet import GoogLeNetOutputs
-from tests.conftest import same_outputs
+from tests.conftest import load_reference, same_outputs
 
 # Output depth of each Inception module in the paper's Table 1.
 PAPER_DEPTHS = {
@@ -180,6 +181,54 @@ def test_paper_variant_layers():
     for aux in (model.aux1, model.aux2):
         assert (aux.pool.kernel_size, aux.pool.stride) == (5, 3)
         assert (aux.conv.conv.out_channels, aux.fc1.out_features) == (128, 1024)
+
+
+# Table 1's columns for each Inception module: input depth (the previous row's output), map
+# side, then #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj.
+TABLE_1 = {
+    "3a": (192, 28, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 28, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 14, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 14, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 14, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 14, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 14, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 7, 256, 160, 320, 32, 128, 128),
+    "5b": (832, 7, 384, 192, 384, 48, 128, 128),
+}
+
+
+def _conv(chans: int, filters: int, kernel: int, side: int) -> tuple[int, int]:
+    """(params, MACs) of a convolution with bias (the paper variant has no BatchNorm)."""
+    return (kernel * kernel * chans + 1) * filters, side * side * kernel * kernel * chans * filters
+
+
+def test_paper_variant_counts_by_hand_from_table_1():
+    """The reference's googlenet_paper figures were computed by building it; here they are
+    worked out from the paper: Table 1's layers (the stem's 7×7/2 conv of 64 at 112 px, 1×1
+    reduce of 64 and 3×3 of 192 at 56 px, the modules above, a linear layer 1024 → 1000) and
+    §5's auxiliary heads (on 4a and 4d: 1×1 conv of 128 on the 4×4 pooled map, fully connected
+    2048 → 1024, linear → 1000). Table 1's own params column is not used: it does not follow
+    from its filter columns in several rows (4c prints 463K where its filters make 498K, 5a
+    1072K for 1018K), nor is its ops column, which we could not read as text."""
+    parts = [_conv(3, 64, 7, 112), _conv(64, 64, 1, 56), _conv(64, 192, 3, 56)]
+    for chans, side, n1, r3, n3, r5, n5, proj in TABLE_1.values():
+        parts += [_conv(chans, n1, 1, side), _conv(chans, r3, 1, side), _conv(r3, n3, 3, side)]
+        parts += [_conv(chans, r5, 1, side), _conv(r5, n5, 5, side), _conv(chans, proj, 1, side)]
+    params = sum(p for p, _ in parts) + 1024 * 1000 + 1000
+    macs = sum(m for _, m in parts) + 1024 * 1000
+    aux = sum((c * 128 + 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000) for c in (512, 528))
+
+    reference = load_reference()["googlenet_paper"]
+    assert (params, macs, params + aux) == (
+        reference["params"], reference["macs"], reference["params_with_aux"],
+    )  # fmt: skip
+    assert count_params(_meta("googlenet_paper")) == params
+    assert count_params(_meta("googlenet_paper", aux_logits=True)) == params + aux
+    assert model_macs(_meta("googlenet_paper"), (3, 224, 224)) == macs
+    # §1: "a computational budget of 1.5 billion multiply-adds at inference time" — the one
+    # total the paper prints as text (a design target): 1.58 G is within a unit of its last digit.
+    assert abs(macs / 1e9 - 1.5) < 0.1
 
 
 def test_paper_lrn_is_caffes_formula():

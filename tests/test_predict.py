@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from torchvision.io import decode_image, read_file
 from torchvision.transforms import v2
 
 import cnnzoo
@@ -334,9 +335,22 @@ def test_read_image_refuses_a_decompression_bomb(tmp_path, monkeypatch):
     assert str(path) in _one_line(info.value)
 
 
+# torchvision's image decoding is deprecated in favour of torchcodec, which is not a dependency.
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 def test_read_image_decodes_fully_and_keeps_the_image_usable(tmp_path):
-    img = read_image(_png(tmp_path / "a.png", 0))
-    assert img.size == (SIDE, SIDE) and np.asarray(img).shape == (SIDE, SIDE, 3)
+    rgb = np.random.default_rng(2).integers(0, 256, (192, 256, 3), dtype=np.uint8)
+    png = tmp_path / "noise.png"  # noise: ~150 kB of compressed data, several PNG data chunks
+    Image.fromarray(rgb).save(png)
+    jpg = tmp_path / "progressive.jpg"  # many scans, each refining the whole picture
+    Image.fromarray(rgb).save(jpg, quality=90, progressive=True)
+    # An independent decoder for the lossy file: torchvision's own (libjpeg-turbo), not PIL.
+    reference = decode_image(read_file(str(jpg))).permute(1, 2, 0).numpy().astype(int)
+    images = {path: read_image(path) for path in (png, jpg)}
+    for path in images:
+        path.write_bytes(b"")  # the pixels must be in memory already, not read later
+    assert images[png].size == (256, 192) and np.array_equal(np.asarray(images[png]), rgb)
+    pixels = np.asarray(images[jpg]).astype(int)
+    assert pixels.shape == reference.shape and np.abs(pixels - reference).max() <= 1
 
 
 def test_bad_files_are_reported_and_the_others_still_predicted(tmp_path):

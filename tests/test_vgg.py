@@ -15,6 +15,7 @@ from torch import nn
 import cnnzoo
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.layers import MinPool2d, StochasticPool2d
+from tests.conftest import assert_window_too_large, failing_layer
 
 # Table 1 of the paper: conv widths of each configuration, stage by stage.
 PAPER_TABLE = {
@@ -95,8 +96,12 @@ def test_min_size_is_what_five_halvings_allow():
     # 32 / 2⁵ = 1; a side of 31 reaches the last pool as 1 and leaves it as 0.
     model = _meta("vgg11")
     assert model.forward_features(torch.empty(1, 3, 32, 32, device="meta")).shape[-2:] == (1, 1)
-    with pytest.raises(RuntimeError):
-        model.forward_features(torch.empty(1, 3, 31, 31, device="meta"))
+    pools = [n for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 5
+    # It is the fifth pool that fails, on its 1×1 input — not some other layer or mismatch.
+    name, shape, _ = failing_layer(model.features, torch.empty(1, 3, 31, 31, device="meta"))
+    assert f"features.{name}" == pools[-1] and shape[-2:] == (1, 1)
+    assert_window_too_large(model.features, torch.empty(1, 3, 31, 31, device="meta"))
     assert cnnzoo.get_spec("vgg11").min_size == 32
     assert cnnzoo.get_spec("vgg11").max_size is None
 
