@@ -63,7 +63,7 @@ def test_cli_explain_prints_the_worked_example(capsys):
     ("argv", "message"),
     [
         (["explain", "bottleneck", "--mid", "0"], "--mid must be a positive integer"),
-        (["explain", "output-size", "--padding", "-1"], "--padding must be 0 or more"),
+        (["explain", "output-size", "--padding", "-1"], "--padding must be a whole number ≥ 0"),
         (["explain", "separable", "--size", "-4"], "--size must be a positive integer"),
     ],
 )

@@ -550,7 +550,7 @@ def test_other_bad_arguments():
     lenet = create_model("lenet5")
     with pytest.raises(UnknownModelError) as err:
         optimize(lenet, "eager", example_input=X, model_name="lenet")
-    assert "unknown model 'lenet': did you mean lenet5" in _one_line(err)
+    assert "unknown model 'lenet' (did you mean lenet5" in _one_line(err)
     with pytest.raises(InvalidArgumentError) as err:
         optimize(lenet, "eager", example_input=X, cuda_dtype="fp8")
     assert "cuda_dtype must be bf16 or fp16, got 'fp8'" in _one_line(err)

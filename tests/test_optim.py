@@ -337,8 +337,8 @@ def test_scheduler_resumes_exactly_from_state_dict(name: str, warmup: float, sto
 # --- bad inputs ------------------------------------------------------------------------------
 
 BAD_OPTIMIZER = [
-    ({"name": "adma"}, "unknown optimizer 'adma': did you mean adam"),
-    ({"name": "lbfgs"}, "unknown optimizer 'lbfgs': choose one of sgd"),
+    ({"name": "adma"}, "unknown optimizer 'adma' \\(did you mean adam"),
+    ({"name": "lbfgs"}, "unknown optimizer 'lbfgs' \\(choose one of sgd"),
     ({"lr": -0.1}, "lr must be"),
     ({"lr": 0.0}, "lr must be"),
     ({"lr": math.nan}, "lr must be"),
@@ -373,7 +373,7 @@ def test_no_trainable_parameters() -> None:
 
 
 BAD_SCHEDULE = [
-    ({"name": "cosin"}, "unknown schedule 'cosin': did you mean cosine"),
+    ({"name": "cosin"}, "unknown schedule 'cosin' \\(did you mean cosine"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"epochs": 2.5}, "epochs must be a positive integer"),
     ({"steps_per_epoch": -3}, "steps_per_epoch must be a positive integer"),

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cnnzoo.checks import check_int
 from cnnzoo.data.loader import make_loader
 from cnnzoo.errors import DataError, InvalidArgumentError
 from cnnzoo.training import loop
@@ -276,8 +277,7 @@ def _check_arguments(
         ("batch_size", batch_size, 1),
         ("num_workers", num_workers, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InvalidArgumentError(f"{name} must be a whole number ≥ {low}, got {value!r}.")
+        check_int(name, value, minimum=low)
     if len(class_names) != num_classes:
         raise InvalidArgumentError(
             f"{len(class_names)} class names for {num_classes} classes: give one name per class."

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from cnnzoo.analysis import check_input
+from cnnzoo.checks import check_int, is_int
 from cnnzoo.errors import DataError, ExportError, InputSizeError, InvalidArgumentError
 from cnnzoo.extras import require
 from cnnzoo.fileio import TMP_SUFFIX
@@ -216,8 +217,7 @@ def check_images(
     """
     from cnnzoo.data import load_dataset
 
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InvalidArgumentError(f"count must be a whole number of at least 1, got {count!r}.")
+    check_int("count", count)
     if input_size is not None and tuple(input_size) != tuple(pre.input_size):
         if input_size[0] != pre.input_size[0]:
             raise InvalidArgumentError(
@@ -265,7 +265,7 @@ def _input_size(
             "pretrained_cfg and no model_name to take the size from."
         )
     size = tuple(input_size)
-    if len(size) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+    if len(size) != 3 or not all(is_int(s) and s >= 1 for s in size):
         raise InvalidArgumentError(
             f"input_size must be three positive integers (C, H, W), got {input_size!r}."
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.checks import check_int
 from cnnzoo.extras import require
 
 
@@ -36,10 +36,8 @@ def onnx_session(
         InvalidArgumentError: ``threads`` is not a positive integer.
     """
     (onnxruntime,) = require("onnxruntime", needed_by=needed_by)
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise InvalidArgumentError(f"threads must be a positive integer, got {threads!r}.")
+    if threads is not None:
+        check_int("threads", threads)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1  # one graph at a time: the intra-op threads do the work

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from cnnzoo.checks import check_int
 from cnnzoo.data.colour import colour_rule, source_kind
 from cnnzoo.errors import CnnzooError, DataError, InvalidArgumentError
 
@@ -207,10 +208,7 @@ def predict_files(
     Files that cannot be read do not raise: they are listed in ``failures``.
     """
     for name, value in (("topk", topk), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(
-                f"{name} must be a whole number of at least 1, got {value!r}."
-            )
+        check_int(name, value)
     pre = getattr(model, "pretrained_cfg", None)
     if pre is None:
         raise InvalidArgumentError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cnnzoo.analysis import formulas
-from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.checks import check_int
 
 
 @dataclass
@@ -27,8 +27,7 @@ class Explanation:
 
 def _positive(**values: int) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"--{name} must be a positive integer, got {value!r}.")
+        check_int(f"--{name}", value)
 
 
 def _pct(part: float, whole: float) -> str:
@@ -121,8 +120,7 @@ def output_size(
 ) -> Explanation:  # fmt: skip
     """W' = ⌊(W − F_eff + 2P)/S⌋ + 1 (⌈⌉ with ``ceil_mode``), F_eff = D·(F − 1) + 1."""
     _positive(size=size, kernel=kernel, stride=stride, dilation=dilation)
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise InvalidArgumentError(f"--padding must be 0 or more, got {padding!r}.")
+    check_int("--padding", padding, minimum=0)
     out = formulas.conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
     f = kernel if dilation == 1 else dilation * (kernel - 1) + 1
     lines = []

@@ -7,13 +7,12 @@ bad option fails in one line at once rather than after an hour of training.
 
 from __future__ import annotations
 
-import difflib
-import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnzoo.checks import check_choice, check_int, check_number, is_int
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.models import get_spec
 from cnnzoo.training.config import training_options
@@ -242,23 +241,18 @@ def make_plan(config: CompareConfig) -> Plan:
 def _check_numbers(config: CompareConfig) -> list[int]:
     """Check the budget, batch size, rate, rounds, threads and seeds; return the seeds."""
     if config.epochs is not None:
-        _positive_int("--epochs", config.epochs)
+        check_int("--epochs", config.epochs)
     if config.budget_seconds is not None:
-        b = config.budget_seconds
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0:
-            raise InvalidArgumentError(f"--budget-seconds must be a number above 0, got {b!r}.")
-    _positive_int("--batch-size", config.batch_size)
-    lr = config.lr
-    if lr is not None and (
-        isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf
-    ):
-        raise InvalidArgumentError(f"--lr must be a number above 0, got {lr!r}.")
+        check_number("--budget-seconds", config.budget_seconds, low=0, above=True)
+    check_int("--batch-size", config.batch_size)
+    if config.lr is not None:
+        check_number("--lr", config.lr, low=0, above=True)
     if config.bench_rounds is not None:
-        _positive_int("--rounds", config.bench_rounds)
+        check_int("--rounds", config.bench_rounds)
     if config.threads is not None:
-        _positive_int("--threads", config.threads)
+        check_int("--threads", config.threads)
     seeds = list(config.seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+    if not seeds or not all(is_int(s) and s >= 0 for s in seeds):
         raise InvalidArgumentError(
             f"--seeds must be whole numbers ≥ 0, e.g. 0,1,2; got {config.seeds!r}."
         )
@@ -276,7 +270,7 @@ def _sizes(config: CompareConfig, models: list[str], side: int) -> tuple[dict[st
     for name in models:
         spec = get_spec(name)
         if config.image_size is not None:
-            _positive_int("--image-size", config.image_size)
+            check_int("--image-size", config.image_size)
             low, high = spec.size_range(**training_options(spec))
             if config.image_size < low or (high is not None and config.image_size > high):
                 valid = f"{low}+" if high is None else f"{low}-{high}"
@@ -317,14 +311,7 @@ def _models(config: CompareConfig, experiment: str | None) -> list[str]:
 def _choice(flag: str, value: str | None, choices: tuple[str, ...]) -> str | None:
     if value is None or value in choices:
         return value
-    close = difflib.get_close_matches(str(value), choices, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    raise InvalidArgumentError(f"{flag} {value!r} is not one of {', '.join(choices)}{hint}.")
-
-
-def _positive_int(flag: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{flag} must be a positive integer, got {value!r}.")
+    return check_choice(flag, value, choices)
 
 
 def _writable(out: str | Path) -> Path:

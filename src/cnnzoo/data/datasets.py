@@ -8,7 +8,6 @@ The built-in ``digits`` needs nothing on disk. ``mnist``, ``fashion-mnist``, ``c
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from cnnzoo.checks import check_int, did_you_mean
 from cnnzoo.data.colour import colour_rule, convert_channels
 from cnnzoo.data.formats import find_file, read_cifar_batch, read_cifar_names, read_idx
 from cnnzoo.data.imagefolder import (
@@ -335,10 +335,8 @@ def _own_preprocessing(
 
 
 def _check_arguments(image_size: int | None, in_chans: int | None, augment: str) -> None:
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
-    ):
-        raise InvalidArgumentError(f"image_size must be a positive integer, got {image_size!r}.")
+    if image_size is not None:
+        check_int("image_size", image_size)
     if in_chans not in (None, 1, 3):
         raise InvalidArgumentError(f"in_chans must be 1 (gray) or 3 (RGB), got {in_chans!r}.")
     if augment not in AUGMENTS:
@@ -376,9 +374,8 @@ def _parse_name(name: str) -> tuple[str, Path | None]:
     known = [d for d in DATASETS if d != "imagefolder:PATH"]
     if key in known:
         return key, None
-    close = difflib.get_close_matches(key, [*known, "imagefolder"], n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise DataError(f"unknown dataset {name!r}: {hint}known datasets: {', '.join(DATASETS)}.")
+    hint = did_you_mean(key, [*known, "imagefolder"])
+    raise DataError(f"unknown dataset {name!r}{hint}: known datasets: {', '.join(DATASETS)}.")
 
 
 def _digits() -> _Arrays:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from cnnzoo.checks import is_int
 from cnnzoo.data.colour import convert_channels, pil_to_tensor
 from cnnzoo.errors import InvalidArgumentError
 
@@ -291,7 +292,7 @@ def _side_or_none(text: str) -> int | None:
     value = json.loads(text)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"side {value!r}")
     return value
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from cnnzoo.checks import check_int
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.export import INPUT_NAME, ONNX_OPSET, export_model
 from cnnzoo.extras import require
@@ -41,8 +42,7 @@ def calibration_images(train: Any, count: int = CALIBRATION_IMAGES) -> torch.Ten
     Raises:
         InvalidArgumentError: ``count`` is not a positive integer, or ``train`` is empty.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InvalidArgumentError(f"count must be a positive integer, got {count!r}.")
+    check_int("count", count)
     if len(train) == 0:
         raise InvalidArgumentError("the calibration split has no images: give a dataset with some.")
     count = min(count, len(train))

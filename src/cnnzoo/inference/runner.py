@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnzoo.checks import check_int, is_int
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.parity import ParityCheck
 
@@ -111,7 +112,7 @@ def check_threads(threads: Any) -> int:
     """``threads`` as a positive int; ``torch.get_num_threads()`` when ``None``."""
     if threads is None:
         return torch.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if not is_int(threads) or threads < 1:
         raise InvalidArgumentError(
             f"threads must be a positive integer (or None for torch's {torch.get_num_threads()})"
             f", got {threads!r}."
@@ -174,8 +175,7 @@ def agreement(
         InvalidArgumentError: ``images`` is not a float batch, or ``batch_size`` < 1.
     """
     images = check_images("images", images)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_int("batch_size", batch_size)
     same, diff = 0, 0.0
     with torch.inference_mode():
         for chunk in images.split(batch_size):

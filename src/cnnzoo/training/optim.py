@@ -19,14 +19,11 @@ Schedulers are stepped once per optimisation step, not once per epoch: ``epochs`
 
 from __future__ import annotations
 
-import difflib
-import math
-from numbers import Real
-
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from cnnzoo.checks import check_int, check_number, did_you_mean
 from cnnzoo.errors import InvalidArgumentError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -51,25 +48,8 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 
 
 def _unknown(kind: str, name: object, choices: tuple[str, ...]) -> InvalidArgumentError:
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(choices)}."
-    return InvalidArgumentError(f"unknown {kind} {name!r}: {hint}")
-
-
-def _check_number(
-    option: str, value: object, *, positive: bool = False, below_one: bool = False
-) -> None:
-    """Raise InvalidArgumentError unless ``value`` is a finite real number in range."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > 0 if positive else value >= 0
-    if ok and below_one:
-        ok = value < 1
-    if not ok:
-        want = "a finite number > 0" if positive else "a finite number >= 0"
-        if below_one:
-            want += " and < 1"
-        raise InvalidArgumentError(f"{option} must be {want}, got {value!r}.")
+    hint = did_you_mean(name, choices) or f" (choose one of {', '.join(choices)})"
+    return InvalidArgumentError(f"unknown {kind} {name!r}{hint}.")
 
 
 def _no_decay_ids(model: nn.Module) -> set[int]:
@@ -170,11 +150,11 @@ def build_optimizer(
     """
     if name not in OPTIMIZERS:
         raise _unknown("optimizer", name, OPTIMIZERS)
-    _check_number("lr", lr, positive=True)
-    _check_number("momentum", momentum, below_one=True)
-    _check_number("weight_decay", weight_decay)
+    check_number("lr", lr, low=0, above=True)
+    check_number("momentum", momentum, low=0, below=1)
+    check_number("weight_decay", weight_decay, low=0)
     if head_lr is not None:
-        _check_number("head_lr", head_lr, positive=True)
+        check_number("head_lr", head_lr, low=0, above=True)
     if name == "nesterov" and momentum == 0:
         # torch refuses nesterov with zero momentum; say it in the project's words.
         raise InvalidArgumentError("the nesterov optimizer needs momentum > 0, got 0.")
@@ -204,12 +184,6 @@ def _constant(step: int) -> float:
     # A named function, not a lambda: LambdaLR leaves functions out of its state_dict, so the
     # checkpoint stays plain data either way, but a name reads better in a traceback.
     return 1.0
-
-
-def _check_count(option: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgumentError(f"{option} must be a positive integer, got {value!r}.")
-    return value
 
 
 def build_scheduler(
@@ -256,8 +230,8 @@ def build_scheduler(
     """
     if name not in SCHEDULES:
         raise _unknown("schedule", name, SCHEDULES)
-    total = _check_count("epochs", epochs) * _check_count("steps_per_epoch", steps_per_epoch)
-    _check_number("warmup_epochs", warmup_epochs)
+    total = check_int("epochs", epochs) * check_int("steps_per_epoch", steps_per_epoch)
+    check_number("warmup_epochs", warmup_epochs, low=0)
     warmup = round(warmup_epochs * steps_per_epoch)
     if name == "onecycle" and warmup_epochs > 0:
         raise InvalidArgumentError(
