@@ -448,18 +448,7 @@ def trace(
             return
         _pool_like(tracer, module, call, out)
         call.receptive = tracer.rf[id(out)]
-        # What backward keeps, by layer type: the output for the activations that can
-        # recompute their gradient from it, nothing for shape-only layers, else the input.
-        if isinstance(module, _SAVES_OUTPUT):
-            tracer.save(out)
-        elif not isinstance(module, _SAVES_NOTHING) and call.input is not None:
-            tracer.save(call.input)
-            if call.inplace:
-                tracer.extra_saved += call.output_bytes
-        if isinstance(module, nn.MaxPool2d):  # the arg-max indices, int64
-            tracer.extra_saved += out.numel() * 8
-        if isinstance(module, nn.Dropout):  # the kept/dropped mask, one byte a value
-            tracer.extra_saved += out.numel()
+        _count_saved(tracer, module, call, out)
 
     leaf_set = {m for m in names if next(m.children(), None) is None}
     modes = {m: m.training for m in names}
@@ -475,13 +464,7 @@ def trace(
         model.eval()
         with torch.no_grad(), tracer:
             tracer.start(x)
-            if on_meta:
-                model(x)
-            else:
-                # Stand-ins on the meta device for the one call: the real tensors stay put.
-                stand_ins = {k: torch.empty_like(v, device="meta") for k, v in params.items()}
-                stand_ins |= {k: torch.empty_like(v, device="meta") for k, v in buffers.items()}
-                torch.func.functional_call(model, stand_ins, (x,), strict=True)
+            _call_on_meta(model, x, None if on_meta else (params, buffers))
     finally:
         for h in handles:
             h.remove()
@@ -494,6 +477,37 @@ def trace(
     return Trace(
         calls, graph, x.numel() * x.element_size(), sum(tracer.saved.values()) + tracer.extra_saved
     )
+
+
+def _count_saved(tracer: _Tracer, module: nn.Module, call: Call, out: torch.Tensor) -> None:
+    """What backward keeps of one leaf call, by layer type: the output for the activations that
+    can recompute their gradient from it, nothing for shape-only layers, else the input."""
+    if isinstance(module, _SAVES_OUTPUT):
+        tracer.save(out)
+    elif not isinstance(module, _SAVES_NOTHING) and call.input is not None:
+        tracer.save(call.input)
+        if call.inplace:
+            tracer.extra_saved += call.output_bytes
+    if isinstance(module, nn.MaxPool2d):  # the arg-max indices, int64
+        tracer.extra_saved += out.numel() * 8
+    if isinstance(module, nn.Dropout):  # the kept/dropped mask, one byte a value
+        tracer.extra_saved += out.numel()
+
+
+def _call_on_meta(
+    model: nn.Module,
+    x: torch.Tensor,
+    real: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None,
+) -> None:
+    """``model(x)`` for a model on the meta device; for one with ``real`` parameters and
+    buffers, one call with meta stand-ins for them, so that the real tensors stay put."""
+    if real is None:
+        model(x)
+        return
+    params, buffers = real
+    stand_ins = {k: torch.empty_like(v, device="meta") for k, v in params.items()}
+    stand_ins |= {k: torch.empty_like(v, device="meta") for k, v in buffers.items()}
+    torch.func.functional_call(model, stand_ins, (x,), strict=True)
 
 
 def _pool_like(tracer: _Tracer, module: nn.Module, call: Call, out: torch.Tensor) -> None:

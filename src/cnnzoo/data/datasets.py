@@ -246,6 +246,20 @@ def load_dataset(
         arrays = _idx_dataset(key, root, download)
     else:
         arrays = _cifar(key, root, download)
+    return _load_arrays(key, arrays, image_size, in_chans, augment, seed, preprocessing)
+
+
+def _load_arrays(
+    key: str,
+    arrays: _Arrays,
+    image_size: int | None,
+    in_chans: int | None,
+    augment: str,
+    seed: int,
+    preprocessing: Preprocessing | None,
+) -> DataBundle:
+    """A bundle of in-memory images (digits, MNIST, CIFAR), prepared as
+    :func:`load_dataset` says."""
     native_chans, native_size = arrays.train_x.shape[1], arrays.train_x.shape[-1]
     chans = native_chans if in_chans is None else in_chans
     size = native_size if image_size is None else image_size

@@ -132,6 +132,36 @@ def optimize(
             compute what the model computes (parity failure, one line with the numbers).
     """
     start = time.perf_counter()
+    ctx = _context(model, backend, example_input, threads, calibration, model_name, cuda_dtype)
+    with torch_threads(ctx.threads):
+        with torch.inference_mode():
+            want = ctx.model(ctx.example)
+        if not isinstance(want, torch.Tensor) or want.dim() != 2:
+            what = tuple(want.shape) if isinstance(want, torch.Tensor) else type(want).__name__
+            raise InvalidArgumentError(
+                f"{ctx.name} returns {what} in eval mode: optimize needs a model whose forward "
+                "returns one (N, classes) tensor of logits."
+            )
+        if backend == "auto":
+            cache = Path(cache_dir) if cache_dir is not None else auto.default_cache_dir()
+            runner = _auto(ctx, want, cache)
+        else:
+            runner = _build(backend, ctx, want)[0]
+    runner.setup_seconds = time.perf_counter() - start
+    return runner
+
+
+def _context(
+    model: nn.Module,
+    backend: str,
+    example_input: torch.Tensor,
+    threads: int | None,
+    calibration: torch.Tensor | None,
+    model_name: str | None,
+    cuda_dtype: str,
+) -> Context:
+    """:func:`optimize`'s arguments checked, and what every backend builds from: an eval-mode
+    CPU copy of the model, the example in fp32, the calibration images."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}.")
     if not isinstance(model, nn.Module):
@@ -160,32 +190,15 @@ def optimize(
         )
     if model_name is not None:
         get_spec(model_name)  # an unknown name fails here, with close matches
-    name = model_name or type(model).__name__
-    ctx = Context(
+    return Context(
         copy.deepcopy(model).to("cpu").eval(),
         example.detach().to("cpu", torch.float32),
         threads,
-        name,
+        model_name or type(model).__name__,
         model_name,
         calibration,
         cuda_dtype,
     )
-    with torch_threads(threads):
-        with torch.inference_mode():
-            want = ctx.model(ctx.example)
-        if not isinstance(want, torch.Tensor) or want.dim() != 2:
-            what = tuple(want.shape) if isinstance(want, torch.Tensor) else type(want).__name__
-            raise InvalidArgumentError(
-                f"{name} returns {what} in eval mode: optimize needs a model whose forward "
-                "returns one (N, classes) tensor of logits."
-            )
-        if backend == "auto":
-            cache = Path(cache_dir) if cache_dir is not None else auto.default_cache_dir()
-            runner = _auto(ctx, want, cache)
-        else:
-            runner = _build(backend, ctx, want)[0]
-    runner.setup_seconds = time.perf_counter() - start
-    return runner
 
 
 def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | None]:

@@ -233,32 +233,8 @@ def build_scheduler(
     total = check_int("epochs", epochs) * check_int("steps_per_epoch", steps_per_epoch)
     check_number("warmup_epochs", warmup_epochs, low=0)
     warmup = round(warmup_epochs * steps_per_epoch)
-    if name == "onecycle" and warmup_epochs > 0:
-        raise InvalidArgumentError(
-            "the onecycle schedule has its own warm-up: leave warmup_epochs at 0."
-        )
-    if warmup >= total:
-        raise InvalidArgumentError(
-            f"warmup_epochs={warmup_epochs!r} covers the whole run of {epochs} epochs: "
-            "make it shorter."
-        )
-    drops = [round(f * total) for f in STEP_MILESTONES]
-    if name == "step" and warmup >= drops[0]:
-        raise InvalidArgumentError(
-            f"warmup_epochs={warmup_epochs!r} does not end before the step schedule's first drop "
-            "at 50% of training: make it less than half of epochs."
-        )
-
-    main_steps = total - warmup
-    if name == "constant":
-        main = lr_scheduler.LambdaLR(optimizer, _constant)
-    elif name == "step":
-        main = lr_scheduler.MultiStepLR(
-            optimizer, milestones=[d - warmup for d in drops], gamma=STEP_GAMMA
-        )
-    elif name == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps, eta_min=0.0)
-    else:
+    _check_warmup(name, warmup, total, warmup_epochs, epochs)
+    if name == "onecycle":
         return lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
@@ -268,9 +244,35 @@ def build_scheduler(
             total_steps=total + 1,
             cycle_momentum=False,
         )
+    main: lr_scheduler.LRScheduler
+    if name == "constant":
+        main = lr_scheduler.LambdaLR(optimizer, _constant)
+    elif name == "step":
+        drops = [round(f * total) - warmup for f in STEP_MILESTONES]
+        main = lr_scheduler.MultiStepLR(optimizer, milestones=drops, gamma=STEP_GAMMA)
+    else:  # cosine
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=0.0)
     if warmup == 0:
         return main
     ramp = lr_scheduler.LinearLR(
         optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup
     )
     return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+def _check_warmup(name: str, warmup: int, total: int, warmup_epochs: float, epochs: int) -> None:
+    """A warm-up of ``warmup`` steps must fit the schedule (onecycle has its own)."""
+    if name == "onecycle" and warmup_epochs > 0:
+        raise InvalidArgumentError(
+            "the onecycle schedule has its own warm-up: leave warmup_epochs at 0."
+        )
+    if warmup >= total:
+        raise InvalidArgumentError(
+            f"warmup_epochs={warmup_epochs!r} covers the whole run of {epochs} epochs: "
+            "make it shorter."
+        )
+    if name == "step" and warmup >= round(STEP_MILESTONES[0] * total):
+        raise InvalidArgumentError(
+            f"warmup_epochs={warmup_epochs!r} does not end before the step schedule's first drop "
+            "at 50% of training: make it less than half of epochs."
+        )

@@ -65,16 +65,7 @@ def load_weights(
     if contents.source == "state_dict" and "timm" in report.source:
         contents.preprocessing = timm_preprocessing(model_name)
 
-    probe = _probe(model_name, num_classes, in_chans, model_kwargs)
-    first_conv = _first_conv(probe)
-    cls_key = f"{probe.classifier_name}.weight"
-    conv_key = f"{first_conv}.weight" if first_conv else None  # the MLP has no convolution
-    for key in (cls_key, conv_key):
-        if key is not None and key not in state:
-            raise WeightsError(
-                f"{path} does not fit {model_name}: it has no {key!r} (it has "
-                f"{few(list(state), 3)}); is it a file of another architecture?"
-            )
+    cls_key, conv_key = _end_keys(model_name, num_classes, in_chans, model_kwargs, state, path)
     file_classes = state[cls_key].shape[0]
     file_chans = state[conv_key].shape[1] if conv_key else _probe_chans(spec, in_chans)
     num_classes = file_classes if num_classes is None else num_classes
@@ -104,6 +95,30 @@ def load_weights(
     )
     model.eval()
     return model, report
+
+
+def _end_keys(
+    model_name: str,
+    num_classes: int | None,
+    in_chans: int | None,
+    model_kwargs: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    path: Path,
+) -> tuple[str, str | None]:
+    """The keys of the classifier's and the first convolution's weights (``None`` for the MLP,
+    which has no convolution), which the file must hold: their shapes give its classes and
+    channels."""
+    probe = _probe(model_name, num_classes, in_chans, model_kwargs)
+    first_conv = _first_conv(probe)
+    cls_key = f"{probe.classifier_name}.weight"
+    conv_key = f"{first_conv}.weight" if first_conv else None
+    for key in (cls_key, conv_key):
+        if key is not None and key not in state:
+            raise WeightsError(
+                f"{path} does not fit {model_name}: it has no {key!r} (it has "
+                f"{few(list(state), 3)}); is it a file of another architecture?"
+            )
+    return cls_key, conv_key
 
 
 def _probe(
