@@ -135,7 +135,7 @@ def build_cuda(ctx: Context) -> Built:
     """
     check_cuda()
     dtype = CUDA_DTYPES[ctx.cuda_dtype]
-    model = copy.deepcopy(ctx.model).to("cuda", memory_format=torch.channels_last)
+    model = copy.deepcopy(ctx.model).to("cuda", memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks memory_format beside a device; Module.to takes both
 
     def run(x: torch.Tensor) -> torch.Tensor:
         gpu = x.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)

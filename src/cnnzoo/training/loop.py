@@ -33,7 +33,12 @@ class EvalStats:
     images: int
 
 
-def _loss(outputs: object, target: torch.Tensor, smoothing: float, aux_weight: float):
+def _loss(
+    outputs: torch.Tensor | tuple[torch.Tensor, ...],
+    target: torch.Tensor,
+    smoothing: float,
+    aux_weight: float,
+):
     """Cross-entropy of the main logits, plus GoogLeNet's auxiliary losses weighted as in the
     paper (0.3 each) when the model returns them (training mode only)."""
     if isinstance(outputs, tuple):  # GoogLeNetOutputs(logits, aux_logits2, aux_logits1)

@@ -60,11 +60,11 @@ def _check_number(
     option: str, value: object, *, positive: bool = False, below_one: bool = False
 ) -> None:
     """Raise InvalidArgumentError unless ``value`` is a finite real number in range."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > 0 if positive else value >= 0
-    if ok and below_one:
-        ok = value < 1
+    ok = False
+    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value):
+        # numbers.Real declares only < and <= (so the bounds read "not below"); a finite value
+        # is never NaN, for which the two forms would differ.
+        ok = not (value <= 0 if positive else value < 0) and (not below_one or value < 1)
     if not ok:
         want = "a finite number > 0" if positive else "a finite number >= 0"
         if below_one:
@@ -276,6 +276,7 @@ def build_scheduler(
         )
 
     main_steps = total - warmup
+    main: lr_scheduler.LRScheduler
     if name == "constant":
         main = lr_scheduler.LambdaLR(optimizer, _constant)
     elif name == "step":
