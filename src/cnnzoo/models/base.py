@@ -92,9 +92,8 @@ class ZooModel(nn.Module):
                 module.requires_grad_(False)
                 for m in module.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        # nn.Module's stub types attributes as tensors or modules; a plain
-                        # flag is what train() reads back.
-                        m.frozen = True  # type: ignore[assignment]
+                        # A plain flag, which train() reads back.
+                        m.frozen = True  # type: ignore[assignment]  # nn.Module's stub: tensors/modules only
         self.train(self.training)
         return labels[:count]
 
