@@ -207,9 +207,8 @@ def evaluate(
     _check_arguments(model, num_classes, class_names, batch_size, num_workers)
     if reference is not None:
         _check_arguments(reference, num_classes, class_names, batch_size, num_workers)
-    if not isinstance(
-        dataset, Sized
-    ):  # torch's Dataset declares no length; map-style ones have one
+    # torch's Dataset declares no length; a map-style one has one (len() says so otherwise).
+    if not isinstance(dataset, Sized):
         raise TypeError(f"object of type {type(dataset).__name__!r} has no len()")
     if len(dataset) == 0:
         raise DataError("the dataset to evaluate has no images; check the dataset and its path.")
