@@ -26,6 +26,7 @@ $(CHROMIUM):
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 	$(BIN)/pytest --durations=15
 
 # mypy over src/ at the strictness pyproject.toml's [tool.mypy] states; zero errors expected.

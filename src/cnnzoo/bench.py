@@ -25,7 +25,7 @@ import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,7 @@ def _calibration(size: tuple[int, int, int]) -> torch.Tensor:
 
 
 def time_runners(
-    runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, rounds: int
+    runners: Mapping[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, rounds: int
 ) -> dict[str, list[float]]:
     """Seconds of each of ``rounds`` calls per runner on ``x``, after :data:`WARMUP` calls each,
     interleaved across runners with a :data:`PAUSE_S` pause before every timed call."""
@@ -258,7 +258,7 @@ def _probe_main(args: str) -> None:
         from cnnzoo.weights import load_weights
 
         model, report = load_weights(None, source["weights"])
-        name, size = report.model, tuple(model.pretrained_cfg.input_size)
+        name, size = report.model, model.pretrained_cfg.input_size
     else:
         torch.manual_seed(0)
         name, size = source["model"], tuple(source["size"])

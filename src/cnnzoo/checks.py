@@ -12,17 +12,18 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from cnnzoo.errors import CnnzooError, InvalidArgumentError
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """True for an ``int`` that is not a ``bool`` (``True`` is an ``int`` to Python, never a
     count to a user)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """True for a finite ``int`` or ``float`` that is not a ``bool``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -57,14 +58,12 @@ def check_number(
 ) -> float:
     """``value`` if it is a finite number (an int when ``integer``) with ``low ≤ value`` (``<``
     when ``above``) and ``value < below``; otherwise one line saying what ``name`` takes."""
-    ok = is_int(value) if integer else is_number(value)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]  # is_int / is_number checked the type
-        ok = (low is None or (v > low if above else v >= low)) and (below is None or v < below)
-    if not ok:
-        rule = number_rule(integer=integer, low=low, above=above, below=below)
-        raise error(f"{name} must be {rule}, got {value!r}.")
-    return value  # type: ignore[return-value]  # a number, checked above
+    if (integer and is_int(value)) or (not integer and is_number(value)):
+        v = float(value)
+        if (low is None or (v > low if above else v >= low)) and (below is None or v < below):
+            return value
+    rule = number_rule(integer=integer, low=low, above=above, below=below)
+    raise error(f"{name} must be {rule}, got {value!r}.")
 
 
 def check_int(

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from cnnzoo.errors import CnnzooError, InvalidArgumentError
@@ -32,7 +32,7 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
         raise InvalidArgumentError(
             f"--input {text!r} is not an input size: write CxHxW, e.g. 3x224x224."
         )
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> None:
@@ -44,10 +44,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> None:
         console.print_json(json.dumps(rows))
         return
     table = Table(title="cnnzoo models (MACs: conv + linear multiply-adds at the default input)")
-    for col, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("name", "left"), ("family", "left"), ("year", "right"), ("params", "right"),
         ("MACs", "right"), ("input", "right"), ("valid sizes", "right"),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for r in rows:
         c, h, w = r["input_size"]

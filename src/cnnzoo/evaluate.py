@@ -7,7 +7,7 @@ per-class figures and the summary, and draws the confusion matrix. See ``docs/pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,8 +156,10 @@ class EvalResult:
                 self.per_class_correct,
             )
             for i in self.worst_classes(worst):
+                a = acc[i]
+                assert a is not None  # worst_classes leaves out the classes with no images
                 out.append(
-                    f"  {i:>4} {self.class_names[i]}: {100 * acc[i]:.2f}% ({right[i]}/{count[i]})"
+                    f"  {i:>4} {self.class_names[i]}: {100 * a:.2f}% ({right[i]}/{count[i]})"
                 )
         return out
 
@@ -206,6 +208,9 @@ def evaluate(
     _check_arguments(model, num_classes, class_names, batch_size, num_workers)
     if reference is not None:
         _check_arguments(reference, num_classes, class_names, batch_size, num_workers)
+    # torch's Dataset declares no length; a map-style one has one (len() says so otherwise).
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"object of type {type(dataset).__name__!r} has no len()")
     if len(dataset) == 0:
         raise DataError("the dataset to evaluate has no images; check the dataset and its path.")
     result, top1 = _one_pass(model, dataset, num_classes, class_names, batch_size, num_workers)

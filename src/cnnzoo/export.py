@@ -224,7 +224,8 @@ def check_images(
                 f"input_size {tuple(input_size)} has {input_size[0]} channels, the weights "
                 f"{pre.input_size[0]}: export at {pre.input_size[0]} channels."
             )
-        pre = dataclasses.replace(pre, input_size=tuple(input_size), resize=None, crop=None)
+        chans, height, width = input_size
+        pre = dataclasses.replace(pre, input_size=(chans, height, width), resize=None, crop=None)
     why = ""
     if dataset is None:
         dataset, why = "digits", " (the weights name no dataset)"
@@ -269,7 +270,7 @@ def _input_size(
         raise InvalidArgumentError(
             f"input_size must be three positive integers (C, H, W), got {input_size!r}."
         )
-    return size  # type: ignore[return-value]
+    return size
 
 
 def _in_chans(model: nn.Module) -> int | None:
@@ -280,7 +281,9 @@ def _in_chans(model: nn.Module) -> int | None:
     return shape[0] if shape else None
 
 
-def _check_inputs(model: nn.Module, name: str, size: tuple[int, ...], real_inputs: Any) -> None:
+def _check_inputs(
+    model: nn.Module, name: str, size: tuple[int, int, int], real_inputs: Any
+) -> None:
     chans = _in_chans(model)
     if chans is not None and chans != size[0]:
         raise InputSizeError(f"{name} takes {chans}-channel inputs, not {size[0]}: give C={chans}.")
@@ -365,6 +368,7 @@ def _write(
             raise ExportError(
                 f"torch.onnx.export failed on {report.model}: {_first_line(err)}"
             ) from err
+        assert program is not None  # with dynamo=True the exporter returns its program
         program.model.metadata_props.update({k: json.dumps(v) for k, v in meta.items()})
         program.save(tmp, external_data=False)  # one self-contained file: every model < 2 GB
         return

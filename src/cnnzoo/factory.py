@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 
-from torch import nn
-
-from cnnzoo.models import build_model
+from cnnzoo.models import ZooModel, build_model
 from cnnzoo.registry import check_arguments
 from cnnzoo.weights import load_weights
 
@@ -23,7 +21,7 @@ def create_model(
     in_chans: int | None = None,
     weights: str | os.PathLike[str] | None = None,
     **kwargs: object,
-) -> nn.Module:
+) -> ZooModel:
     """Build a registered model by name.
 
     Args:

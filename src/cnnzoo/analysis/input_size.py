@@ -33,7 +33,7 @@ def as_input_size(value: object, channels: int = 3) -> tuple[int, int, int]:
         and len(size) == 3
         and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
     ):
-        return size  # type: ignore[return-value]
+        return size
     fix = "e.g. (3, 224, 224)"
     if size is not None and len(size) == 2:
         fix = f"give the channels too, e.g. ({channels}, {size[0]}, {size[1]})"
@@ -45,6 +45,7 @@ def as_input_size(value: object, channels: int = 3) -> tuple[int, int, int]:
 def _model_and_size(
     model_or_name: nn.Module | str, input_size: tuple[int, int, int] | None
 ) -> tuple[nn.Module, str, tuple[int, ...] | None]:
+    size: tuple[int, int, int] | None
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
         size = spec.input_size if input_size is None else as_input_size(input_size)

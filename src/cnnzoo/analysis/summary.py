@@ -341,6 +341,7 @@ def summarize(
     from cnnzoo.analysis.input_size import as_input_size, explain_size_error
 
     size: tuple[int, ...]
+    model: nn.Module
     if isinstance(model_or_name, str):
         spec = get_spec(model_or_name)
         name = spec.name

@@ -26,7 +26,7 @@ not affected, and an error anywhere leaves everything as it was.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,7 +303,7 @@ class _Tracer(TorchFunctionMode):
             r, j = formulas.receptive_field(rf.size[a], rf.jump[a], k, s)
             size.append(r)
             jump.append(j)
-        self.mark(first, node, Receptive(tuple(size), tuple(jump)))
+        self.mark(first, node, Receptive((size[0], size[1]), (jump[0], jump[1])))
         return out
 
     def strided_slice(self, func, args):
@@ -316,7 +316,7 @@ class _Tracer(TorchFunctionMode):
         if any(i.start not in (None, 0) or i.stop is not None for i in spatial):
             return None
         x = args[0]
-        step = tuple(i.step or 1 for i in spatial)
+        step = (spatial[0].step or 1, spatial[1].step or 1)
         out = func(*args)
         node = self.graph.add(SizeNode("window", self.layer(), self.node[id(x)], stride=step))
         rf = self.rf[id(x)]
@@ -497,7 +497,7 @@ def _count_saved(tracer: _Tracer, module: nn.Module, call: Call, out: torch.Tens
 def _call_on_meta(
     model: nn.Module,
     x: torch.Tensor,
-    real: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None,
+    real: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]] | None,
 ) -> None:
     """``model(x)`` for a model on the meta device; for one with ``real`` parameters and
     buffers, one call with meta stand-ins for them, so that the real tensors stay put."""
@@ -550,11 +550,11 @@ def evaluate(graph: SizeGraph, height: int, width: int) -> tuple[str, str] | Non
         elif step.kind == "vector":
             sizes.append(step.channels)
         elif step.kind == "flat":
-            h, w = sizes[step.parent]
+            h, w = _spatial(sizes, step.parent)
             sizes.append(step.channels * h * w)
             flat_text[len(sizes) - 1] = f"{step.channels}·{h}·{w} = {step.channels * h * w}"
         else:
-            h, w = sizes[step.parent]
+            h, w = _spatial(sizes, step.parent)
             out = []
             for a, n in enumerate((h, w)):
                 args = (n, step.kernel[a], step.stride[a], step.padding[a], step.dilation[a],
@@ -566,8 +566,16 @@ def evaluate(graph: SizeGraph, height: int, width: int) -> tuple[str, str] | Non
                         f"{formulas.output_size_formula(*args)} < 1"
                     )
                 out.append(o)
-            sizes.append(tuple(out))
+            sizes.append((out[0], out[1]))
     return None
+
+
+def _spatial(sizes: list[Pair | int | None], index: int) -> Pair:
+    size = sizes[index]
+    # Flattening and windows read a feature map: their parent's size is a pair, never a
+    # vector's width (int) or a check's None.
+    assert isinstance(size, tuple)
+    return size
 
 
 def _check(step: SizeCheck, sizes: list, flat_text: dict[int, str]) -> str | None:

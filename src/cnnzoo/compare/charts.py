@@ -14,17 +14,23 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
 
 from cnnzoo.analysis.render import human
 from cnnzoo.fileio import atomic_write_bytes
 
 MAX_AREA = 2500.0  # marker size (diameter², points²) of the largest ball: 50 points across
-COLORS = plt.get_cmap("tab10").colors
+_TAB10 = plt.get_cmap("tab10")
+# tab10 is a ListedColormap whose colours are ten RGB tuples; the stubs type get_cmap as any
+# Colormap, and a ListedColormap's colours as any colour data.
+assert isinstance(_TAB10, ListedColormap)
+COLORS = cast(tuple[tuple[float, float, float], ...], _TAB10.colors)
 
 
 @dataclass
@@ -205,11 +211,11 @@ def draw_ball_chart(
     """Balls with their labels, the Pareto front as a dashed line, and a size legend;
     ``colors`` by label (:func:`palette`; the labels' order otherwise)."""
     fig, ax = plt.subplots(figsize=(10, 6.5))
-    colors = colors or palette(chart.labels)
-    colors = [colors.get(label, "gray") for label in chart.labels]
+    by_label = colors or palette(chart.labels)
+    ball_colors = [by_label.get(label, "gray") for label in chart.labels]
     ax.scatter(
-        chart.x, chart.y, s=chart.areas, c=colors, alpha=0.55, edgecolors="black", linewidths=0.8,
-        zorder=3,
+        chart.x, chart.y, s=chart.areas, c=ball_colors, alpha=0.55, edgecolors="black",
+        linewidths=0.8, zorder=3,
     )  # fmt: skip
     # The centres, so that a model too small for a visible ball still shows where it is.
     ax.scatter(chart.x, chart.y, s=4, c="black", zorder=4)
@@ -330,8 +336,8 @@ def draw_throughput_batch(
         ax.plot(batches, speeds, "o-", color=colors.get(model, "gray"), label=model)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    batches = sorted({b for points in series.values() for b, _ in points})
-    ax.set_xticks(batches, [str(b) for b in batches])
+    ticks = sorted({b for points in series.values() for b, _ in points})
+    ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.set(
         xlabel="batch size (images per call)", ylabel="throughput (images/s, log scale)",
         title="inference throughput against batch size (best backend per batch)",

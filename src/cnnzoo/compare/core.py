@@ -13,6 +13,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cnnzoo.bench import BenchResult, BenchRow
 from cnnzoo.compare import charts, report
@@ -245,7 +246,7 @@ def _degradation(plan: Plan, reporter: CompareReporter) -> CompareResult:
     )  # fmt: skip
     table = report.degradation_table(runs)
     notes = [report.degradation_verdict(runs)]
-    payload = {
+    payload: dict[str, Any] = {
         "schema": 1,
         "experiment": "degradation",
         "settings": plan.settings(),

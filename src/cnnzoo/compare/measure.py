@@ -51,7 +51,7 @@ def bench_weights(
     from cnnzoo.weights import load_weights
 
     model, _ = load_weights(None, weights)
-    size = tuple(model.pretrained_cfg.input_size)
+    size = model.pretrained_cfg.input_size
     params, macs = count_params(model), model_macs(model, size)
     threads = threads or torch.get_num_threads()
     rows = []

@@ -62,8 +62,8 @@ def make_row(runs: Sequence[RunRecord], bench_rows: Sequence[BenchRow]) -> Compa
     the first run's."""
     first, last = bench_rows[0], bench_rows[-1]
     top1 = [r.top1 for r in runs]
-    top5 = [r.top5 for r in runs]
-    has_top5 = all(t is not None for t in top5)
+    top5 = [r.top5 for r in runs if r.top5 is not None]
+    has_top5 = len(top5) == len(runs)
     mean_top1 = statistics.fmean(top1)
     return CompareRow(
         model=runs[0].model,
@@ -75,8 +75,8 @@ def make_row(runs: Sequence[RunRecord], bench_rows: Sequence[BenchRow]) -> Compa
         weights_mb=(runs[0].out / WEIGHTS).stat().st_size / 1e6,
         top1_pct=mean_top1,
         top1_pct_std=_std(top1),
-        top5_pct=statistics.fmean(top5) if has_top5 else None,  # type: ignore[arg-type]
-        top5_pct_std=_std(top5) if has_top5 else None,  # type: ignore[arg-type]
+        top5_pct=statistics.fmean(top5) if has_top5 else None,
+        top5_pct_std=_std(top5) if has_top5 else None,
         train_seconds=statistics.fmean(r.train_seconds for r in runs),
         latency_p50_ms_b1=first.p50_ms,
         throughput_img_s_b32=last.throughput,

@@ -174,6 +174,8 @@ def train_run(
         quiet=True,
     )
     if is_finished(out):
+        # A finished run has weights, and _check_existing refused weights without a marker.
+        assert marker is not None
         history = read_history(out)
         return RunRecord(
             model, seed, out, size, history, marker["planned_epochs"], "reused",

@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from cnnzoo.checks import check_int, did_you_mean
@@ -24,6 +24,7 @@ from cnnzoo.data.formats import find_file, read_cifar_batch, read_cifar_names, r
 from cnnzoo.data.imagefolder import (
     SPLIT_SEED,
     VAL_FRACTION,
+    ImageDataset,
     ImageFolderDataset,
     gray_folder,
     scan_imagefolder,
@@ -108,8 +109,8 @@ class DataBundle:
             trainer records it in the weights it writes.
     """
 
-    train: Dataset
-    val: Dataset
+    train: ImageDataset
+    val: ImageDataset
     num_classes: int
     in_chans: int
     image_size: int
@@ -131,11 +132,15 @@ class DataBundle:
                 f"mean/std of {source} have {len(mean)} channels, the data {self.in_chans}."
             )
 
-        def renormalised(dataset: Dataset) -> Dataset:
+        def renormalised(dataset: ImageDataset) -> ImageDataset:
             dataset = copy.copy(dataset)  # the images are shared; only the transform differs
-            steps = list(dataset.transform.transforms)
-            if not isinstance(steps[-1], Normalize):
-                raise TypeError(f"expected Normalize last in {dataset.transform}")
+            transform = dataset.transform
+            if not (
+                isinstance(transform, v2.Compose)
+                and isinstance(transform.transforms[-1], Normalize)
+            ):
+                raise TypeError(f"expected Normalize last in {transform}")
+            steps = list(transform.transforms)
             dataset.transform = v2.Compose([*steps[:-1], Normalize(mean, std)])
             return dataset
 
@@ -158,7 +163,7 @@ class DataBundle:
         )
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(ImageDataset):
     """Images held in memory as a ``(N, C, H, W)`` tensor (uint8 for 0–255 data, float32 in
     [0, 1] otherwise), converted to float on access and passed through ``transform``.
 
@@ -168,7 +173,12 @@ class ArrayDataset(Dataset):
         labels: int64 labels ``(N,)``.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: object) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
@@ -238,6 +248,7 @@ def load_dataset(
     _check_arguments(image_size, in_chans, augment)
     key, folder = _parse_name(name)
     if key == "imagefolder":
+        assert folder is not None  # _parse_name gives imagefolder:PATH its path
         return _load_imagefolder(name, folder, image_size, in_chans, augment, seed, preprocessing)
     root = Path(root).expanduser() if root is not None else DEFAULT_ROOT
     if key == "digits":
@@ -299,8 +310,8 @@ def _load_arrays(
 
 
 def _bundle(
-    train: Dataset,
-    val: Dataset,
+    train: ImageDataset,
+    val: ImageDataset,
     class_names: list[str],
     pre: Preprocessing,
     name: str,
@@ -507,7 +518,9 @@ def _cifar(key: str, root: Path, download: bool) -> _Arrays:
     )
 
 
-def _locate(candidates: list[Path], names: tuple[str, ...], finder: object) -> tuple:
+def _locate(
+    candidates: list[Path], names: tuple[str, ...], finder: Callable[[Path, str], Path | None]
+) -> tuple:
     """The first candidate folder holding every file, with the files; otherwise the folder
     holding the most of them (to name in the error) and ``None``."""
     best, best_count = candidates[0], 0
@@ -659,10 +672,11 @@ def _load_imagefolder(
         pre = preprocessing
         notes.append(f"preprocessing of the weights: {pre.describe()}")
     else:
-        count = sum(r.stats[chans][0] for r in train)
-        mean, std = _mean_std(
-            count, sum(r.stats[chans][1] for r in train), sum(r.stats[chans][2] for r in train)
-        )
+        # train is not empty: its most common size was read above.
+        (count, total, squares), *rest = (r.stats[chans] for r in train)
+        for n, s, q in rest:
+            count, total, squares = count + n, total + s, squares + q
+        mean, std = _mean_std(count, total, squares)
         # Images that differ in size and aspect: the shorter side to the side, then a centre
         # crop (an image already size × size passes unchanged), recorded so that predict does
         # the same.

@@ -14,6 +14,7 @@ import os
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,7 +241,8 @@ def split_records(
     by_label: dict[int, list[ImageRecord]] = {}
     for record in sorted(records, key=lambda r: str(r.path)):
         by_label.setdefault(record.label, []).append(record)
-    train, val = [], []
+    train: list[ImageRecord] = []
+    val: list[ImageRecord] = []
     for label, group in sorted(by_label.items()):
         n = len(group)
         n_val = 0 if n < 2 else min(n - 1, max(1, round(VAL_FRACTION * n)))
@@ -252,7 +254,18 @@ def split_records(
     return train, val
 
 
-class ImageFolderDataset(Dataset):
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """``(image, label)`` items, each image passed through ``transform`` on access: what a
+    :class:`~cnnzoo.data.DataBundle` holds (in memory or read from a folder), sized, and
+    re-normalised by swapping the transform."""
+
+    transform: Callable[[torch.Tensor], torch.Tensor]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class ImageFolderDataset(ImageDataset):
     """Images decoded on access by the colour policy, then passed through ``transform``.
 
     Attributes:
@@ -260,7 +273,12 @@ class ImageFolderDataset(Dataset):
         labels: the labels as a tensor, for samplers that balance classes.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], chans: int, transform: object) -> None:
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        chans: int,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         self.samples = samples
         self.labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
         self.chans = chans

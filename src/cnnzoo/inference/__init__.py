@@ -205,9 +205,14 @@ def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | N
     """Build one backend and check it on the example; the runner and what it is the same as."""
     start = time.perf_counter()
     built = BUILDERS[name](ctx)
-    size = tuple(ctx.example.shape[1:])
     runner = Runner(
-        name, ctx.threads, size, built.run, built.device, len(ctx.example), note=built.note
+        name,
+        ctx.threads,
+        ctx.input_size,
+        built.run,
+        built.device,
+        len(ctx.example),
+        note=built.note,
     )
     got = runner(ctx.example)
     if built.exact:

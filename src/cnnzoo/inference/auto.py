@@ -17,7 +17,7 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ PAUSE_S = 0.002  # before each timed call: one call's threads settle before the 
 CACHE_VERSION = 1
 
 
-def measure(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor) -> dict[str, float]:
+def measure(
+    runners: Mapping[str, Callable[[torch.Tensor], Any]], x: torch.Tensor
+) -> dict[str, float]:
     """Median seconds of one call of each runner on ``x``, from interleaved repeats."""
     names = list(runners)
     per_round = 0.0
@@ -50,7 +52,7 @@ def measure(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor) 
 
 
 def interleaved(
-    runners: dict[str, Callable[[Any], Any]], x: Any, rounds: int, pause_s: float
+    runners: Mapping[str, Callable[[Any], Any]], x: Any, rounds: int, pause_s: float
 ) -> dict[str, list[float]]:
     """Seconds of each call of each runner on ``x``: ``rounds`` rounds in which every runner
     runs once, the order rotating from round to round (no runner always follows the same one),

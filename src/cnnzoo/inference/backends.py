@@ -47,6 +47,12 @@ class Context:
     cuda_dtype: str = "bf16"
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the example (``optimize`` checked it is ``(N, C, H, W)``)."""
+        chans, height, width = self.example.shape[1:]
+        return chans, height, width
+
     def rounding_error(self, want: torch.Tensor) -> float:
         """How far the eager output ``want`` on the example is from float64 arithmetic
         (:func:`cnnzoo.parity.fp32_rounding_error`), measured once for all candidates."""
@@ -135,7 +141,7 @@ def build_cuda(ctx: Context) -> Built:
     """
     check_cuda()
     dtype = CUDA_DTYPES[ctx.cuda_dtype]
-    model = copy.deepcopy(ctx.model).to("cuda", memory_format=torch.channels_last)
+    model = copy.deepcopy(ctx.model).to("cuda", memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks memory_format beside a device; Module.to takes both
 
     def run(x: torch.Tensor) -> torch.Tensor:
         gpu = x.to("cuda", non_blocking=True).contiguous(memory_format=torch.channels_last)

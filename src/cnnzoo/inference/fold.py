@@ -69,6 +69,8 @@ def fold_batchnorm(
     pairs = _foldable_pairs(program, folded)
     for conv_path, bn_path in pairs:
         conv, bn = folded.get_submodule(conv_path), folded.get_submodule(bn_path)
+        # _foldable_pairs keeps only pairs that _plain found to be torch's Conv2d and BatchNorm2d.
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
         folded.set_submodule(conv_path, fuse_conv_bn_eval(conv, bn))
         folded.set_submodule(bn_path, nn.Identity())
     return folded, pairs

@@ -69,7 +69,7 @@ def _export(ctx: Context, folder: Path) -> tuple[Path, float]:
         ctx.model,
         path,
         "onnx",
-        input_size=tuple(ctx.example.shape[1:]),
+        input_size=ctx.input_size,
         model_name=ctx.model_name,
     )
     return path, report.export_seconds + report.check_seconds

@@ -17,6 +17,20 @@ from cnnzoo.models import (  # noqa: F401
     efficientnet,
     mlp,
 )
-from cnnzoo.registry import ModelSpec, build_model, get_spec, list_models
+from cnnzoo import registry
+from cnnzoo.models.base import ZooModel
+from cnnzoo.registry import ModelSpec, get_spec, list_models
+
+
+def build_model(
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs: object
+) -> ZooModel:
+    """:func:`cnnzoo.registry.build_model`, typed as the contract every family keeps."""
+    model = registry.build_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    # The registry sits below the families and can promise only an nn.Module; every family's
+    # network subclasses ZooModel (tests/test_models_contract.py builds each one).
+    assert isinstance(model, ZooModel)
+    return model
+
 
 __all__ = ["ModelSpec", "build_model", "get_spec", "list_models"]

@@ -15,8 +15,14 @@ derived here once, so no family needs code of its own for it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    # For the annotation only: models import nothing of data when they run.
+    from cnnzoo.data.preprocessing import Preprocessing
 
 
 class ZooModel(nn.Module):
@@ -26,6 +32,9 @@ class ZooModel(nn.Module):
     num_features: int
     num_classes: int
     stage_map: dict[str, list[str]]
+    # Set by cnnzoo.weights.load_weights (the preparation the weights expect); a model built
+    # with random weights has none, hence getattr(model, "pretrained_cfg", None) where either.
+    pretrained_cfg: Preprocessing
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -83,9 +92,8 @@ class ZooModel(nn.Module):
                 module.requires_grad_(False)
                 for m in module.modules():
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        # nn.Module's stub types attributes as tensors or modules; a plain
-                        # flag is what train() reads back.
-                        m.frozen = True  # type: ignore[assignment]
+                        # A plain flag, which train() reads back.
+                        m.frozen = True  # type: ignore[assignment]  # nn.Module's stub: tensors/modules only
         self.train(self.training)
         return labels[:count]
 

@@ -289,7 +289,7 @@ class GoogLeNet(ZooModel):
 
     # The contract (DESIGN.md §3) widens ZooModel.forward's return type for this family alone:
     # the auxiliary logits come back beside the main ones in training mode.
-    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:  # type: ignore[override]  # the contract's one wider return
         """Logits; in training mode with aux heads, ``GoogLeNetOutputs(logits, aux2, aux1)``."""
         if not (self.training and self.aux_logits):
             return super().forward(x)

@@ -23,7 +23,11 @@ from cnnzoo.training import fault as faults
 def rng_state() -> dict[str, Any]:
     """Every random generator the run uses, in a form ``weights_only`` loading accepts."""
     version, mt_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    # The global RandomState is MT19937, whose legacy state is this 5-tuple (numpy returns a
+    # dict only for other bit generators).
+    assert isinstance(np_state, tuple)
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     state: dict[str, Any] = {
         "python": [version, list(mt_state), gauss],
         "numpy": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +33,12 @@ class EvalStats:
     images: int
 
 
-def _loss(outputs: object, target: torch.Tensor, smoothing: float, aux_weight: float):
+def _loss(
+    outputs: torch.Tensor | tuple[torch.Tensor, ...],
+    target: torch.Tensor,
+    smoothing: float,
+    aux_weight: float,
+):
     """Cross-entropy of the main logits, plus GoogLeNet's auxiliary losses weighted as in the
     paper (0.3 each) when the model returns them (training mode only)."""
     if isinstance(outputs, tuple):  # GoogLeNetOutputs(logits, aux_logits2, aux_logits1)
@@ -117,7 +122,7 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: torch.utils.data.DataLoader,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     num_classes: int,
     *,
     device: torch.device,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -298,7 +298,8 @@ def _sampling(
             f"{info.world_size} processes."
         )
     per_rank_batch = config.batch_size // info.world_size
-    train_sampler, val_set = None, data.val
+    train_sampler: torch.utils.data.DistributedSampler | None = None
+    val_set: torch.utils.data.Dataset = data.val
     if info.enabled:
         train_sampler = torch.utils.data.DistributedSampler(
             data.train, info.world_size, info.rank, shuffle=True, seed=config.seed
@@ -393,7 +394,9 @@ def _wrap(run: _Run) -> None:
         net = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
         )
-    run.net = torch.compile(net) if run.config.compile else net
+    # torch.compile's stub returns a plain Callable; given an nn.Module it returns a module that
+    # wraps it (OptimizedModule).
+    run.net = cast(nn.Module, torch.compile(net)) if run.config.compile else net
 
 
 def _resolved(run: _Run) -> dict[str, Any]:
@@ -434,6 +437,7 @@ def _train_epochs(run: _Run, reporter: Reporter) -> tuple[EvalStats | None, bool
     """The epochs: train, evaluate, record, checkpoint. Returns the last evaluation (``None``
     when no epoch ran) and whether the reporter stopped the run early."""
     config, data, info = run.config, run.data, run.info
+    assert run.net is not None  # _wrap ran before the epochs
     stats = None
     for epoch in range(run.start_epoch, config.epochs + 1):
         # Every process asks, so that all stop together (only rank 0's reporter can say yes).

@@ -60,10 +60,8 @@ def map_foreign_keys(
 
 
 def _blocks(state: dict[str, torch.Tensor]) -> list[tuple[int, int]]:
-    found = {
-        tuple(map(int, m.groups())) for k in state if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))
-    }
-    return sorted(found)  # type: ignore[arg-type]
+    found = {(int(m[1]), int(m[2])) for k in state if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))}
+    return sorted(found)
 
 
 def map_timm_mobilenet_v1(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ input channels, and report every step."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import WeightsError
-from cnnzoo.models import build_model, get_spec
+from cnnzoo.models import ZooModel, build_model, get_spec
 from cnnzoo.weights.files import FileContents, read_file, resolve_architecture
 from cnnzoo.weights.keys import map_foreign_keys, strip_prefixes
 from cnnzoo.weights.preprocessing import (
@@ -25,12 +26,12 @@ from cnnzoo.weights.report import LoadReport, few
 
 def load_weights(
     model_name: str | None,
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     num_classes: int | None = None,
     in_chans: int | None = None,
     **model_kwargs: Any,
-) -> tuple[nn.Module, LoadReport]:
+) -> tuple[ZooModel, LoadReport]:
     """Build ``model_name`` and load the weights in ``path`` into it.
 
     Args:
@@ -123,7 +124,7 @@ def _end_keys(
 
 def _probe(
     model_name: str, num_classes: int | None, in_chans: int | None, model_kwargs: dict[str, Any]
-) -> nn.Module:
+) -> ZooModel:
     # Built on the meta device: build_model checks the arguments, and the probe gives the names
     # of the classifier and the first convolution, with no memory or initialisation spent.
     with torch.device("meta"):
@@ -246,9 +247,7 @@ def _check_fits(
     )
 
 
-def _replace_head(
-    model: nn.Module, num_classes: int, file_classes: int, report: LoadReport
-) -> None:
+def _replace_head(model: ZooModel, num_classes: int, file_classes: int, report: LoadReport) -> None:
     before = model.state_dict()
     model.reset_classifier(num_classes)
     after = model.state_dict()

@@ -36,8 +36,8 @@ class TorchvisionFile(NamedTuple):
 # their `transforms` (torchvision/models/*.py, `Weights` enums; mean/std are ImageNet's for all).
 # tests/test_weights.py checks this table against the installed torchvision.
 TORCHVISION_FILES: dict[str, TorchvisionFile] = {
-    f: TorchvisionFile(*row)
-    for f, *row in (
+    f: TorchvisionFile(builder, tag, resize, crop, interpolation)
+    for f, builder, tag, resize, crop, interpolation in (
         ("alexnet-owt-7be5be79.pth", "alexnet", "IMAGENET1K_V1", 256, 224, "bilinear"),
         ("vgg11-8a719046.pth", "vgg11", "IMAGENET1K_V1", 256, 224, "bilinear"),
         ("vgg11_bn-6002323d.pth", "vgg11_bn", "IMAGENET1K_V1", 256, 224, "bilinear"),
@@ -178,6 +178,8 @@ def adapt_preprocessing(
     file_chans = len(pre.mean)
     if in_chans == file_chans:
         return pre
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     if in_chans == 1:
         mean, std = (sum(pre.mean) / file_chans,), (sum(pre.std) / file_chans,)
         rule = "averaged"
