@@ -45,7 +45,7 @@ def test_the_registry_imports_nothing_of_cnnzoo_but_its_leaves():
     [
         ("parity", set()),
         ("extras", {"cnnzoo.errors"}),
-        ("onnxrt", {"cnnzoo.errors", "cnnzoo.extras"}),
+        ("onnxrt", {"cnnzoo.checks", "cnnzoo.errors", "cnnzoo.extras"}),
         ("environment", {"cnnzoo.version"}),
     ],
 )
