@@ -247,6 +247,8 @@ class _Run:
     val_loader: torch.utils.data.DataLoader
     per_rank_batch: int
     notes: list[str]
+    # Read once: every checkpoint and config.json record the same versions.
+    versions: dict[str, Any] = field(default_factory=lambda: environment()["versions"])
     net: nn.Module | None = None  # what trains: the model, DDP-wrapped and/or compiled
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 1
@@ -258,14 +260,14 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     schedule, in the order that fixes the random draws (a resumed run repeats them)."""
     spec = get_spec(config.model)
     options = _model_options(config, spec)
-    image_size = resolve_image_size(config, spec, options)
+    image_size, size_rule = _image_size(config, spec, options)
     out = _prepare_out(config, log, info)
     seed_everything(config.seed)
     data = load_dataset(
         config.dataset, root=config.data_root, image_size=image_size, augment=config.augment,
         seed=config.seed, download=config.download,
     )  # fmt: skip
-    notes = [*data.notes, f"image side {image_size}: {image_size_rule(config, spec, options)}"]
+    notes = [*data.notes, f"image side {image_size}: {size_rule}"]
     model, data = _build_model(config, options, data, notes)
     model = model.to(device)
     if config.channels_last:
@@ -416,7 +418,7 @@ def _record(run: _Run, argv: list[str] | None, log) -> None:
             "model_options": run.options,
             "dataset": {"classes": data.class_names, "mean": data.mean, "std": data.std},
             "world_size": info.world_size,
-            "versions": environment()["versions"],
+            "versions": run.versions,
             "command": argv if argv is not None else sys.argv,
             "notes": run.notes,
         }
@@ -511,7 +513,7 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
         "config": _resolved(run),
         "metadata": _metadata(run.config, run.data, run.image_size),
         "rng": checkpoint.rng_state(),
-        "versions": environment()["versions"],
+        "versions": run.versions,
     }
     checkpoint.save(out / LAST, state, epoch)
     if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
