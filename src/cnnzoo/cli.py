@@ -36,8 +36,8 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> None:
-    from cnnzoo.analysis.render import human
-    from cnnzoo.analysis.zoo import zoo_rows
+    from cnnzoo.catalog import zoo_rows
+    from cnnzoo.units import human
 
     rows = zoo_rows(args.family)
     if args.json:
@@ -163,8 +163,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from cnnzoo.training.config import AUGMENTS, DEVICES, TrainConfig
-    from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
+    from cnnzoo.choices import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES
+    from cnnzoo.training.config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a zoo model on the built-in digits or your data")
@@ -354,7 +354,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
 
 def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    from cnnzoo.inference import BACKENDS
+    from cnnzoo.choices import BACKENDS
 
     p.add_argument(
         "--backend", default="eager", choices=BACKENDS,
@@ -416,10 +416,10 @@ def _int_list(text: str, flag: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace, console: Console) -> None:
     from pathlib import Path
 
-    from cnnzoo.analysis.render import human
     from cnnzoo.bench import run_bench
     from cnnzoo.fileio import atomic_write_text
     from cnnzoo.models import list_models
+    from cnnzoo.units import human
 
     if bool(args.all) == bool(args.models):
         raise InvalidArgumentError("give --models a,b,... or --all (one of them).")
@@ -494,7 +494,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Imported here: compare's options import the registry, and with it torch.
     from cnnzoo.compare.cli import add_parser as add_compare
 
     parser = _Parser(
@@ -541,13 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv == ["--version"]:
-        # Answered before the parser is built: building it imports torch (seconds), and
-        # --version must work even when torch does not.
-        from cnnzoo.version import version_text
-
-        print(version_text())
-        return 0
+    # The parser imports no torch (its choices come from cnnzoo.choices): --help, --version and
+    # every usage error answer at once, and even where torch is broken.
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as typed, for what records it (compare's report)
     # Off a terminal (a pipe, a file, CI logs) rich would wrap tables at 80 columns.

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from cnnzoo.analysis import formulas
 from cnnzoo.analysis.summary import LayerRow, Summary
+from cnnzoo.units import human, human_bytes
 
 SCHEMA_VERSION = 1
 
@@ -28,25 +29,6 @@ LAYER_FIELDS = (
     "dilation", "groups", "ceil_mode", "bias", "params", "params_trainable", "params_frozen",
     "buffers", "macs", "output_bytes", "inplace", "rf_size", "rf_jump",
 )  # fmt: skip
-
-
-def human(n: float, significant: int | None = None) -> str:
-    """A count in thousands (K), millions (M) or billions (G): ``1234567`` → ``"1.23M"`` (two
-    decimals), or with ``significant=3``, ``11689512`` → ``"11.7M"`` and ``61706`` →
-    ``"61.7K"`` (chart labels and narrow table columns)."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.{significant}g}{unit}" if significant else f"{value:.2f}{unit}"
-    return f"{n:.{significant}g}" if significant else str(int(n))
-
-
-def human_bytes(n: float) -> str:
-    """``1536`` → ``"1.5 KiB"``: bytes in powers of 1024."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def _dims(shape: tuple[int, ...] | None, drop_batch: bool = True) -> str:

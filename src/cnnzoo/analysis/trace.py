@@ -53,6 +53,53 @@ _SAME_SHAPE = frozenset(
 )  # fmt: skip
 
 
+# Elementwise sums and products (residual adds, squeeze-excitation's scale), answered on the
+# meta device from the broadcast shape: torch's meta kernel for them imports torch._dynamo.
+_BINARY = frozenset(
+    {"add", "__add__", "__radd__", "add_", "__iadd__", "mul", "__mul__", "__rmul__", "mul_",
+     "__imul__"}
+)  # fmt: skip
+
+
+def _meta_binary(name: str, x: torch.Tensor, other: object) -> torch.Tensor:
+    if name in ("add_", "mul_", "__iadd__", "__imul__"):
+        return x  # in place
+    shape = list(x.shape)
+    if isinstance(other, torch.Tensor):  # numpy's broadcasting rule, dimensions from the right
+        theirs = list(other.shape)
+        shape = [1] * (len(theirs) - len(shape)) + shape
+        theirs = [1] * (len(shape) - len(theirs)) + theirs
+        if any(a != b and 1 not in (a, b) for a, b in zip(shape, theirs, strict=True)):
+            raise RuntimeError(f"shapes {tuple(x.shape)} and {tuple(other.shape)} do not broadcast")
+        shape = [max(a, b) if 1 in (a, b) else a for a, b in zip(shape, theirs, strict=True)]
+    numeric = isinstance(other, (torch.Tensor, bool, int, float))
+    dtype = torch.result_type(x, other) if numeric else x.dtype  # type: ignore[call-overload]
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def _all_meta(tensors: object) -> bool:
+    return isinstance(tensors, (list, tuple)) and all(
+        isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tensors
+    )
+
+
+def _meta_cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat`` on the meta device (inception's branches, dense blocks), without torch's
+    meta kernel (which imports torch._dynamo)."""
+    first = tensors[0]
+    dim = dim % first.dim()
+    for t in tensors:
+        if t.dim() != first.dim() or any(
+            a != b for i, (a, b) in enumerate(zip(t.shape, first.shape, strict=True)) if i != dim
+        ):
+            raise RuntimeError(
+                f"torch.cat: shapes {tuple(first.shape)} and {tuple(t.shape)} differ"
+            )
+    shape = list(first.shape)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return torch.empty(shape, dtype=first.dtype, device="meta")
+
+
 def _same_shape(name: str, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
     inplace = name.endswith("_") or bool(kwargs.get("inplace", False))
     if (
@@ -75,6 +122,34 @@ def _same_shape(name: str, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.
     if not inplace and name == "dropout" and len(args) > 3:
         inplace = bool(args[3])
     return x if inplace else torch.empty(x.shape, dtype=x.dtype, device="meta")
+
+
+def _meta_window(name, x, args, kwargs, kernel, stride, padding, dilation, ceil_mode):
+    """A convolution's or pooling's output on the meta device, shaped by the textbook formula.
+
+    Torch's own meta kernels for these (and its ``addmm`` for ``linear``, its ``add`` for a
+    residual sum) import sympy and torch._dynamo on first use: over 4 s of a ``cnnzoo
+    summary``'s start-up, for a shape the formula gives at once. ``None`` (run the function
+    itself) off the meta device, on unbatched input, with padding given as "same" (asymmetric
+    for even extents) or where pooling also returns indices."""
+    if x.device.type != "meta" or x.dim() != 4:
+        return None
+    if name == "conv2d":
+        raw_padding = args[4] if len(args) > 4 else kwargs.get("padding", 0)
+        if isinstance(raw_padding, str):
+            return None
+        channels = (args[1] if len(args) > 1 else kwargs["weight"]).shape[0]
+    elif name == "max_pool2d" and (kwargs.get("return_indices") or (len(args) > 6 and args[6])):
+        return None
+    else:
+        channels = x.shape[1]
+    h, w = (
+        formulas.conv_output_size(
+            x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a], ceil_mode
+        )
+        for a in (0, 1)
+    )
+    return torch.empty((x.shape[0], channels, h, w), dtype=x.dtype, device="meta")
 
 
 @dataclass
@@ -257,6 +332,13 @@ class _Tracer(TorchFunctionMode):
                     return sliced
         if name in _SAME_SHAPE and x is not None and x.device.type == "meta":
             out = _same_shape(name, x, args, kwargs)
+        elif name in _BINARY and x is not None and x.device.type == "meta":
+            out = _meta_binary(name, x, args[1] if len(args) > 1 else kwargs["other"])
+        elif name == "cat" and args and _all_meta(args[0]):
+            out = _meta_cat(args[0], args[1] if len(args) > 1 else kwargs.get("dim", 0))
+        elif name == "linear" and x is not None and x.device.type == "meta":
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            out = torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device="meta")
         else:
             out = func(*args, **kwargs)
         if name == "__get__":
@@ -282,7 +364,9 @@ class _Tracer(TorchFunctionMode):
                 text = formulas.output_size_formula(n, k[axis], s[axis], p[axis], d[axis],
                                                     ceil_mode)  # fmt: skip
                 raise InputSizeTooSmall(self.layer(), tuple(x.shape[2:]), text)
-        out = func(*args, **kwargs)
+        out = _meta_window(func.__name__, x, args, kwargs, k, s, p, d, ceil_mode)
+        if out is None:
+            out = func(*args, **kwargs)
         node = self.graph.add(SizeNode("window", self.layer(), parent, k, s, p, d, ceil_mode))
         rf = self.rf[id(x)]
         steps = [formulas.receptive_field(rf.size[a], rf.jump[a], k[a], s[a], d[a]) for a in (0, 1)]
@@ -292,9 +376,16 @@ class _Tracer(TorchFunctionMode):
 
     def adaptive(self, func, args, kwargs):
         x = args[0]
-        out = func(*args, **kwargs)
+        if func.__name__ == "adaptive_avg_pool2d" and x.device.type == "meta" and x.dim() == 4:
+            # The output size as given (None: the input's), not torch's meta kernel (sympy).
+            size = args[1] if len(args) > 1 else kwargs["output_size"]
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            side = [x.shape[2 + a] if size[a] is None else size[a] for a in (0, 1)]
+            out = torch.empty((*x.shape[:2], *side), dtype=x.dtype, device="meta")
+        else:
+            out = func(*args, **kwargs)
         first = out[0] if isinstance(out, tuple) else out
-        fixed = tuple(first.shape[2:])
+        fixed = (int(first.shape[-2]), int(first.shape[-1]))
         node = self.graph.add(SizeNode("fixed", self.layer(), fixed=fixed))
         rf = self.rf[id(x)]
         size, jump = [], []

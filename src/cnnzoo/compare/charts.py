@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 
-from cnnzoo.analysis.render import human
 from cnnzoo.fileio import atomic_write_bytes
+from cnnzoo.units import human
 
 MAX_AREA = 2500.0  # marker size (diameter², points²) of the largest ball: 50 points across
 _TAB10 = plt.get_cmap("tab10")

@@ -54,9 +54,9 @@ def _seeds(text: str) -> list[int]:
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     """Run ``cnnzoo compare`` with parsed ``args``; print the table and where the files are."""
-    from cnnzoo.analysis.render import human
     from cnnzoo.compare.charts import three_digits
     from cnnzoo.compare.core import run_compare
+    from cnnzoo.units import human
 
     models = None if args.models is None else args.models.split(",")
     config = CompareConfig(

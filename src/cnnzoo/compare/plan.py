@@ -14,7 +14,6 @@ from pathlib import Path
 
 from cnnzoo.checks import check_choice, check_int, check_number, is_int
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
-from cnnzoo.models import get_spec
 from cnnzoo.training.config import training_options
 
 # The classic line-up, in paper order: the issue's default list.
@@ -177,6 +176,10 @@ def make_plan(config: CompareConfig) -> Plan:
         InvalidArgumentError: any other bad option (one line naming it and the fix).
         InputSizeError: ``image_size`` that a listed model cannot take.
     """
+    # The registry imports torch: here, not at the top, so that building the command line's
+    # parser (which reads this module's presets) stays light.
+    from cnnzoo.models import get_spec
+
     experiment = _choice("--experiment", config.experiment, EXPERIMENTS)
     reference = _choice("--reference", config.reference, REFERENCES)
     if experiment and reference:
@@ -266,6 +269,8 @@ def _check_numbers(config: CompareConfig) -> list[int]:
 def _sizes(config: CompareConfig, models: list[str], side: int) -> tuple[dict[str, int], str]:
     """Each model's side (``--image-size`` if every model takes it, else ``side`` moved into
     each model's range) and the rule in words."""
+    from cnnzoo.models import get_spec
+
     sizes: dict[str, int] = {}
     for name in models:
         spec = get_spec(name)
@@ -291,6 +296,8 @@ def _sizes(config: CompareConfig, models: list[str], side: int) -> tuple[dict[st
 
 
 def _models(config: CompareConfig, experiment: str | None) -> list[str]:
+    from cnnzoo.models import get_spec
+
     if experiment:
         return list(DEGRADATION_MODELS)
     if config.models is None:

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.analysis.render import human
 from cnnzoo.bench import BenchRow
 from cnnzoo.compare.charts import three_digits
 from cnnzoo.compare.plan import Plan
 from cnnzoo.compare.reference import imagenet_rows
 from cnnzoo.compare.results import CompareRow
 from cnnzoo.compare.runs import RunRecord
+from cnnzoo.units import human
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from cnnzoo.choices import AUGMENTS
 from cnnzoo.data.preprocessing import Normalize, Preprocessing, ToChannels
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "prepare_images",
 ]
 
-AUGMENTS = ("none", "light", "standard")
 ROTATION_DEG = 10
 SCALE = (0.9, 1.1)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnzoo.choices import BACKENDS
 from cnnzoo.errors import ExportError, InvalidArgumentError
 from cnnzoo.inference import auto
 from cnnzoo.inference.backends import (
@@ -78,7 +79,8 @@ BUILDERS: dict[str, Callable[[Context], Built]] = {
     "int8": build_int8,
     "cuda": build_cuda,
 }
-BACKENDS = ("auto", *BUILDERS)
+# BACKENDS (auto + ENGINES) come from cnnzoo.choices (the command line lists them without importing
+# torch); tests/test_startup.py checks that ENGINES names exactly these builders.
 # The cheap fp32 ones: compile costs 15-20 s per model to try, int8 changes the outputs, and
 # cuda is another device.
 AUTO_CANDIDATES = ("eager", "channels_last", "fused", "fused_channels_last", "onnxruntime")

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnzoo.checks import check_choice, check_number, did_you_mean
-from cnnzoo.data.transforms import AUGMENTS
+from cnnzoo.choices import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.training.optim import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
     from cnnzoo.models import ModelSpec
@@ -19,8 +18,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)

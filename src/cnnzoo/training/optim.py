@@ -24,10 +24,8 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from cnnzoo.checks import check_int, check_number, did_you_mean
+from cnnzoo.choices import OPTIMIZERS, SCHEDULES
 from cnnzoo.errors import InvalidArgumentError
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 # Linear warmup starts at 1% of the base rate rather than 0: a first step of exactly 0 would be
 # wasted, and LinearLR rejects a start factor of 0.

@@ -1,0 +1,23 @@
+"""The names the options take, kept apart from the code that implements them.
+
+The command line lists these in its help and checks against them while it builds its parser;
+keeping them here, with no import of torch, lets ``cnnzoo --help``, ``cnnzoo <command> --help``
+and ``cnnzoo list`` answer in a fraction of a second instead of after torch's import (seconds
+and ~900 MB). The modules that implement the names use these tuples, and
+tests/test_startup.py checks that each implements exactly these.
+"""
+
+from __future__ import annotations
+
+# training/optim.py builds each.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+# data/transforms.py: the augmentation presets (docs/data.md).
+AUGMENTS = ("none", "light", "standard")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# inference/__init__.py's builders, in the order `auto` lists them.
+ENGINES = (
+    "eager", "channels_last", "fused", "fused_channels_last", "onnxruntime", "compile", "int8",
+    "cuda",
+)  # fmt: skip
+BACKENDS = ("auto", *ENGINES)
