@@ -102,6 +102,7 @@ def forward_walk(
             net = build_model(name)
         c, h, _ = spec.input_size
         bundle = load_dataset("digits", image_size=h, in_chans=c)
+    assert bundle.preprocessing is not None  # load_dataset always sets it
     image, label = bundle.val[index]
     x = image.unsqueeze(0)  # (1, C, H, W)
     rows = summarize(net, tuple(image.shape)).layers

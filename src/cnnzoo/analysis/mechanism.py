@@ -165,16 +165,16 @@ def make_values(
     """
     check_choice("--values", kind, VALUE_KINDS)
     c, h, w = shape
+    image: list[Grid]
+    weights: list[Grid] | None = None
     if kind == "ramp":
         image = [[[ch * h * w + i * w + j for j in range(w)] for i in range(h)] for ch in range(c)]
-        weights = None
         if kernel is not None:
             kc, kh, kw = kernel
             weights = [[[i * kw + j + 1 for j in range(kw)] for i in range(kh)] for _ in range(kc)]
         return image, weights, 0
     rng = random.Random(seed)
     image = [[[rng.randint(0, 9) for _ in range(w)] for _ in range(h)] for _ in range(c)]
-    weights = None
     if kernel is not None:
         kc, kh, kw = kernel
         weights = [[[rng.randint(-1, 1) for _ in range(kw)] for _ in range(kh)] for _ in range(kc)]
@@ -376,14 +376,14 @@ def render_conv_cell(walk: ConvWalkthrough, cell: ConvCell) -> list[str]:
     c = len(walk.kernel)
     where = f"{_span(cell.rows, h, 'rows')}, {_span(cell.cols, w, 'columns')}"
     lines = [f"out[{cell.row}, {cell.col}]: the kernel over input {where}"]
+    indent = "    " if c > 1 else "  "
     for ch in range(c):
-        titles = ["window", "kernel", "products"]
         if c > 1:
-            titles[0] = f"channel {ch}: window"
+            lines.append(f"  channel {ch}:")
         grids = [cell.windows[ch], walk.kernel[ch], cell.products[ch]]
-        lines += ["  " + line for line in _grid_lines(grids, titles)]
+        lines += [indent + line for line in _grid_lines(grids, ["window", "kernel", "products"])]
         lines.append(
-            f"  {_sum_text(cell.windows[ch], walk.kernel[ch])} = {num(cell.channel_sums[ch])}"
+            f"{indent}{_sum_text(cell.windows[ch], walk.kernel[ch])} = {num(cell.channel_sums[ch])}"
         )
     if c > 1:
         lines.append(
@@ -660,7 +660,7 @@ def _pool_cell_lines(walk: PoolWalkthrough, cell: PoolCell) -> list[str]:
             i, j = cell.sampled
             body.append(
                 f"training draw: u = {cell.draw:.4f}, u·Σa = {cell.draw * total:.3f} falls in "
-                f"the cumulative sums {', '.join(cum)} at position {i * walk.size + j} "
+                f"the cumulative sums {', '.join(cum)} at position {i * walk.size + j} (from 0) "
                 f"→ keeps {num(cell.sample if cell.sample is not None else 0)}"
             )
     grid = ["  " + line for line in _grid_lines([cell.window], ["window"])]
