@@ -202,7 +202,18 @@ def test_forward_walk_steps_are_the_analyzers_rows(lenet_file, capsys):
     assert len(flat) == 1 and flat[0].shape == (1, 120)  # between C5 and F6
     # The weights' own preprocessing (mean 0.25, std 0.5), and the model's own answer.
     image = load_dataset("digits", preprocessing=model_pre(path)).val[5][0]
-    assert walk.steps[0].first == pytest.approx(image.flatten()[:5].tolist())
+    first = walk.steps[0]
+    assert first.first == pytest.approx(image.flatten()[:5].tolist(), abs=1e-6)
+    assert (first.minimum, first.maximum) == pytest.approx(
+        (float(image.min()), float(image.max())), abs=1e-6
+    )
+    # Without weights: random ones, and the image as `train --model lenet5` prepares it.
+    own = forward_walk("lenet5", index=7).steps[0]
+    trained_as = load_dataset("digits", image_size=32).val[7][0]
+    assert own.first == pytest.approx(trained_as.flatten()[:5].tolist(), abs=1e-6)
+    assert (own.minimum, own.maximum) == pytest.approx(
+        (float(trained_as.min()), float(trained_as.max())), abs=1e-6
+    )
     expected = torch.softmax(model.eval()(image[None]).double(), 1)[0]
     assert walk.probabilities == pytest.approx(expected.tolist(), rel=1e-9)
     assert main(["explain", "forward", "--weights", str(path), "--index", "5"]) == 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ def forward_walk(
     """Walk validation image ``index`` of the built-in digits through ``model``.
 
     Args:
-        model: registry name; with ``weights`` it may be ``None``-like only if the file names it.
+        model: registry name (with ``weights``, the architecture the file is loaded into).
         weights: a weight file; without one the model has random weights drawn with ``seed``
             (the mechanism is the same, the answer is chance).
         index: which of the 360 validation digits.
@@ -79,7 +79,8 @@ def forward_walk(
     Raises:
         UnknownModelError, WeightsError, InvalidArgumentError: a bad name, file or index.
     """
-    from cnnzoo.data.datasets import DIGITS_VAL, load_dataset
+    from cnnzoo.data.datasets import DIGITS_VAL, ArrayDataset, load_dataset
+    from cnnzoo.data.preprocessing import channel_order
     from cnnzoo.models import build_model, get_spec
 
     check_int("--index", index, minimum=0)
@@ -88,28 +89,36 @@ def forward_walk(
             f"--index {index} is past the {DIGITS_VAL} validation digits: use 0 to "
             f"{DIGITS_VAL - 1}."
         )
+    # At its native 8×8 the bundle keeps the images as read, in [0, 1]: one of them is prepared
+    # below, rather than the whole split at the model's size (a GB for 3×224×224).
+    native = load_dataset("digits")
+    assert isinstance(native.val, ArrayDataset)  # digits are held in memory
+    raw, label = native.val.images[index], int(native.val.labels[index])  # (1, 8, 8)
     if weights is not None:
         from cnnzoo.weights import load_weights
 
         net, report = load_weights(model, weights)
-        name = report.model
-        bundle = load_dataset("digits", preprocessing=net.pretrained_cfg)
+        name, pre = report.model, net.pretrained_cfg
     else:
         spec = get_spec(model)
         name = spec.name
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_model(name)
-        c, h, _ = spec.input_size
-        bundle = load_dataset("digits", image_size=h, in_chans=c)
-    assert bundle.preprocessing is not None  # load_dataset always sets it
-    image, label = bundle.val[index]
+        c, h, w = spec.input_size
+        # What load_dataset("digits", image_size=h, in_chans=c) prepares: the statistics of
+        # the training split at its native size, gray repeated to c channels.
+        assert native.preprocessing is not None  # load_dataset always sets it
+        pre = replace(
+            native.preprocessing, input_size=(c, h, w), channel_order=channel_order(c),
+            mean=native.mean * c, std=native.std * c,
+        )  # fmt: skip
+    image = pre.prepare(raw)
     x = image.unsqueeze(0)  # (1, C, H, W)
     rows = summarize(net, tuple(image.shape)).layers
     walk = ForwardWalk(
-        name, None if weights is None else str(weights), index, int(label),
-        bundle.preprocessing.describe(),
-    )  # fmt: skip
+        name, None if weights is None else str(weights), index, label, pre.describe()
+    )
     walk.steps.append(_step("input", "image", "", x))
     calls: list[tuple[str, str, torch.Tensor, torch.Tensor]] = []
     leaves = {n: m for n, m in net.named_modules() if not list(m.children())}
