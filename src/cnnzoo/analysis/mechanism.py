@@ -484,6 +484,9 @@ class PoolCell:
 
 @dataclass
 class PoolWalkthrough:
+    """A pooling of one H×W channel, every window worked out; ``output`` is what the layer
+    gives in eval mode, ``samples`` (stochastic only) one training-mode draw."""
+
     kind: str
     input: Grid
     size: int
