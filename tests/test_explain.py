@@ -91,3 +91,60 @@ def test_fc_vs_conv_says_more_when_the_kernel_outgrows_the_image():
     text = explain.fc_vs_conv(2, 2, 1, 4, 11).text()
     assert "the convolution needs 24.4× more parameters" in text
     assert "5,376.0× fewer" in explain.fc_vs_conv(224, 224, 3, 96, 3).text()  # 14,450,784 / 2,688
+
+
+def test_ceil_mode_states_the_last_window_rule():
+    # ⌈(5 − 2 + 2·1)/2⌉ + 1 = 4, but the 4th window would start at 6 = W + P: torch drops it.
+    result = explain.output_size(5, 2, 2, 1, ceil_mode=True)
+    assert result.values["output"] == 3
+    text = result.text()
+    assert "⌈(5 − 2 + 2·1)/2⌉ + 1 = 4 − 1 = 3" in text
+    assert "(4 − 1)·2 = 6 of the padded input, at or past W + P = 5 + 1 = 6" in text
+    assert "the last window must start inside the left padding or the input" in text
+    # Where rounding up keeps every window, nothing is said about it.
+    assert "drops" not in explain.output_size(6, 3, 2, 1, ceil_mode=True).text()
+
+
+def test_output_size_against_torchs_pooling_layers():
+    import torch
+    from torch import nn
+
+    from cnnzoo.errors import InvalidArgumentError
+
+    checked = refused = 0
+    for size in range(1, 8):
+        x = torch.zeros(1, 1, size, size)
+        for kernel in range(1, 5):
+            for stride in range(1, 4):
+                for padding in range(3):
+                    for ceil_mode in (False, True):
+                        for layer in (nn.MaxPool2d, nn.AvgPool2d):
+                            pool = layer(kernel, stride, padding, ceil_mode=ceil_mode)
+                            try:
+                                expected = pool(x).shape[-1]
+                            except RuntimeError as err:
+                                expected = str(err)
+                            try:
+                                out = explain.output_size(
+                                    size, kernel, stride, padding, ceil_mode=ceil_mode, pool=True
+                                ).values["output"]
+                            except InvalidArgumentError as err:
+                                # Refused by both, for the same reason.
+                                assert "half" in expected and "half the" in str(err), expected
+                                refused += 1
+                                continue
+                            if isinstance(expected, str):  # torch: output too small
+                                assert out < 1, (size, kernel, stride, padding, ceil_mode)
+                            else:
+                                assert out == expected, (size, kernel, stride, padding, ceil_mode)
+                            checked += 1
+    assert checked > 600 and refused > 100
+
+
+def test_cli_output_size_refuses_pooling_padding_over_half_the_kernel(capsys):
+    argv = ["explain", "output-size", "--size", "5", "--kernel", "3", "--padding", "2"]
+    assert main([*argv, "--pool"]) == 2
+    err = capsys.readouterr().err
+    assert "--padding 2 is more than half the 3-wide pooling window" in err
+    assert err.count("\n") == 1
+    assert main(argv) == 0  # a convolution takes any padding

@@ -16,6 +16,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from cnnzoo.errors import CnnzooError, InvalidArgumentError
+from cnnzoo.explain_cli import add_topics as add_mechanism_topics
 from cnnzoo.progress import EpochProgress
 
 
@@ -98,6 +99,9 @@ def cmd_summary(args: argparse.Namespace, console: Console) -> None:
 def cmd_explain(args: argparse.Namespace, console: Console) -> None:
     from cnnzoo.analysis import explain
 
+    if getattr(args, "mechanism", None):  # conv, pool, relu, softmax, flatten, forward
+        args.mechanism(args, console)
+        return
     if args.topic == "bottleneck":
         result = explain.bottleneck(args.in_chans, args.mid, args.out, args.kernel)
     elif args.topic == "separable":
@@ -106,8 +110,9 @@ def cmd_explain(args: argparse.Namespace, console: Console) -> None:
         result = explain.fc_vs_conv(args.width, args.height, args.channels, args.out, args.kernel)
     else:
         result = explain.output_size(
-            args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode
-        )
+            args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode,
+            pool=args.pool,
+        )  # fmt: skip
     console.print(result.text(), highlight=False, markup=False)
 
 
@@ -137,6 +142,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--padding", type=int, default=2, help="padding P (2)")
     t.add_argument("--dilation", type=int, default=1, help="dilation D (1)")
     t.add_argument("--ceil-mode", action="store_true", help="round up, as pooling can")
+    t.add_argument("--pool", action="store_true", help="a pooling layer (implied by --ceil-mode)")
+    add_mechanism_topics(topics)
     p.set_defaults(func=cmd_explain)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cnnzoo.analysis import formulas
 from cnnzoo.checks import check_int
+from cnnzoo.errors import InvalidArgumentError
 
 
 @dataclass
@@ -116,11 +117,22 @@ def fc_vs_conv(width: int, height: int, chans: int, out: int, kernel: int) -> Ex
 
 def output_size(
     size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-    ceil_mode: bool = False,
+    ceil_mode: bool = False, pool: bool = False,
 ) -> Explanation:  # fmt: skip
-    """W' = ⌊(W − F_eff + 2P)/S⌋ + 1 (⌈⌉ with ``ceil_mode``), F_eff = D·(F − 1) + 1."""
+    """W' = ⌊(W − F_eff + 2P)/S⌋ + 1 (⌈⌉ with ``ceil_mode``), F_eff = D·(F − 1) + 1.
+
+    ``pool`` (implied by ``ceil_mode``, which only pooling layers have) refuses what PyTorch's
+    pooling layers refuse: padding over half the kernel, P > ⌊F/2⌋.
+    """
     _positive(size=size, kernel=kernel, stride=stride, dilation=dilation)
     check_int("--padding", padding, minimum=0)
+    if (pool or ceil_mode) and padding > kernel // 2:
+        # torch's check reads the kernel side, not the dilated extent (tested against it).
+        raise InvalidArgumentError(
+            f"--padding {padding} is more than half the {kernel}-wide pooling window, which "
+            f"PyTorch's pooling layers refuse (P ≤ ⌊F/2⌋ = {kernel // 2}): use --padding "
+            f"{kernel // 2} or less."
+        )
     out = formulas.conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
     f = kernel if dilation == 1 else dilation * (kernel - 1) + 1
     lines = []
@@ -129,6 +141,19 @@ def output_size(
     left, right = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
     worked = formulas.output_size_formula(size, kernel, stride, padding, dilation, ceil_mode)
     lines.append(f"W' = {left}(W − F + 2P)/S{right} + 1 = {worked}")
+    rounded = formulas.ceil_rounded_size(size, kernel, stride, padding, dilation)
+    if ceil_mode and out >= 1 and rounded > out:
+        start = (rounded - 1) * stride
+        lines.append(
+            f"rounding up gives {rounded} windows, but the last would start at "
+            f"({rounded} − 1)·{stride} = {start} of the padded input, at or past W + P = "
+            f"{size} + {padding} = {size + padding}, where the right padding begins: it would "
+            f"read no input"
+        )
+        lines.append(
+            f"so PyTorch drops it (the last window must start inside the left padding or the "
+            f"input): {rounded} − 1 = {out}"
+        )
     if out < 1:
         lines.append(
             f"the window does not fit: this layer needs an input of at least "
@@ -140,8 +165,9 @@ def output_size(
             f"{(size - f + 2 * padding) % stride} row(s) and column(s) of the padded input are "
             f"never covered"
         )
+    kind = "pooling window" if pool or ceil_mode else "window"
     return Explanation(
-        f"output size of a {kernel}×{kernel} window, stride {stride}, padding {padding} on {size}",
+        f"output size of a {kernel}×{kernel} {kind}, stride {stride}, padding {padding} on {size}",
         lines,
         {"output": out},
     )

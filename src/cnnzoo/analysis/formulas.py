@@ -84,12 +84,24 @@ def output_size_formula(
     """:func:`conv_output_size` written out with the numbers substituted.
 
     For example ``"⌊(224 − 11 + 2·2)/4⌋ + 1 = 55"``; a dilated kernel shows its extent
-    ``d·(F − 1) + 1`` and ``ceil_mode`` rounds up with ⌈ ⌉.
+    ``d·(F − 1) + 1`` and ``ceil_mode`` rounds up with ⌈ ⌉, then takes one off where the last
+    window would start past the input: ``"⌈(5 − 2 + 2·1)/2⌉ + 1 = 4 − 1 = 3"``.
     """
     extent = f"({dilation}·({kernel} − 1) + 1)" if dilation > 1 else f"{kernel}"
     lo, hi = ("⌈", "⌉") if ceil_mode else ("⌊", "⌋")
     out = conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
-    return f"{lo}({size} − {extent} + 2·{padding})/{stride}{hi} + 1 = {out}"
+    text = f"{lo}({size} − {extent} + 2·{padding})/{stride}{hi} + 1"
+    rounded = ceil_rounded_size(size, kernel, stride, padding, dilation) if ceil_mode else out
+    # Written as "= 4 − 1 = 3" where the last window is dropped, so that every "=" is true.
+    return f"{text} = {rounded} − 1 = {out}" if rounded == out + 1 else f"{text} = {out}"
+
+
+def ceil_rounded_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                      dilation: int = 1) -> int:  # fmt: skip
+    """⌈(W − F_eff + 2P)/S⌉ + 1 before ``ceil_mode``'s rule drops a last window that would start
+    in the right padding (at or past W + P); :func:`conv_output_size` is the size after it."""
+    extent = dilation * (kernel - 1) + 1
+    return -(-(size + 2 * padding - extent) // stride) + 1
 
 
 def adaptive_pool_window(size: int, out: int) -> tuple[int, int]:
