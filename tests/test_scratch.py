@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
 from cnnzoo.cli import main
 from cnnzoo.layers import MinPool2d, StochasticPool2d
@@ -293,7 +294,10 @@ def test_a_short_training_run_learns(digits_arrays):
     # accuracy is far above chance (10%). The full run (≥ 97%) is measured in docs/scratch.md.
     train_x, train_y = digits_arrays[0][:256], digits_arrays[1][:256]
     fresh = LeNet5(init_params(np.random.default_rng(0), dtype=np.float32))
-    result = train_lenet5(*digits_arrays, epochs=1, lr=2e-3, batch_size=32, seed=0, max_steps=20)
+    with threadpool_limits(1, user_api="blas"):  # as scratch-train runs it: faster
+        result = train_lenet5(
+            *digits_arrays, epochs=1, lr=2e-3, batch_size=32, seed=0, max_steps=20
+        )
     assert (fresh.params["c1.weight"] == result.model.params["c1.weight"]).sum() == 0
     (row,) = result.epochs
     assert row.val_accuracy >= 0.6, row
@@ -317,6 +321,7 @@ def test_scratch_train_command_runs(capsys):
         (["--seed", "-1"], "--seed must be a whole number ≥ 0, got -1."),
         (["--optimizer", "adma"], "--optimizer 'adma' is not one of"),
         (["--max-steps", "0"], "--max-steps must be a positive integer, got 0."),
+        (["--threads", "0"], "--threads must be a positive integer, got 0."),
     ],
 )
 def test_scratch_train_bad_options_are_one_line(args, message, capsys):

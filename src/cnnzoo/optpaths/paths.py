@@ -101,8 +101,9 @@ SURFACES: dict[str, Surface] = {
             (-2.0, 2.0), (-1.6, 1.6), 100,
             {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.2, "rmsprop": 0.02,
              "adam": 0.05},
-            "a saddle point at (0, 0) met almost exactly along its ridge: SGD lingers there "
-            "(the escaping gradient is tiny), the adaptive methods leave it at once",
+            "a saddle point at (0, 0), approached along the line where it looks like a "
+            "minimum: SGD lingers there (the gradient that leads away is tiny), the adaptive "
+            "methods, which scale it up, leave at once",
             saddle=(0.0, 0.0),
             log_levels=False,
         ),

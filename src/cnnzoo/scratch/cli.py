@@ -20,6 +20,9 @@ LR = 2e-3
 BATCH_SIZE = 32
 SEED = 0
 OPTIMIZER = "adam"
+# Measured on 2 cores (docs/scratch.md): a training step's matrix products are small, and
+# OpenBLAS on 2 threads spends more time handing them out than computing (3-7× slower).
+THREADS = 1
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many steps (a quick look)"
     )
+    p.add_argument(
+        "--threads", type=int, default=THREADS,
+        help=f"NumPy's BLAS threads ({THREADS}: LeNet-5's small products are fastest on one)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_scratch_train)
 
 
@@ -54,6 +61,8 @@ def _arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
     """Check the options, train, print one line per epoch and the final accuracy."""
+    from threadpoolctl import threadpool_limits
+
     from cnnzoo.checks import check_choice, check_int, check_number
     from cnnzoo.data import load_dataset
     from cnnzoo.scratch.optim import OPTIMIZERS
@@ -66,13 +75,15 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
     check_choice("--optimizer", args.optimizer, OPTIMIZERS)
     if args.max_steps is not None:
         check_int("--max-steps", args.max_steps)
+    check_int("--threads", args.threads)
 
     bundle = load_dataset("digits", image_size=32)
     train_x, train_y = _arrays(bundle.train)
     val_x, val_y = _arrays(bundle.val)
     console.print(
         f"NumPy LeNet-5 on digits: {len(train_x):,} training, {len(val_x):,} validation images "
-        f"at 32×32; {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, seed {args.seed}",
+        f"at 32×32; {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, seed {args.seed}, "
+        f"{args.threads} BLAS thread(s)",
         highlight=False,
     )
 
@@ -83,11 +94,12 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
             highlight=False,
         )
 
-    result = train_lenet5(
-        train_x, train_y, val_x, val_y,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-        optimizer=args.optimizer, max_steps=args.max_steps, on_epoch=report,
-    )  # fmt: skip
+    with threadpool_limits(args.threads, user_api="blas"):
+        result = train_lenet5(
+            train_x, train_y, val_x, val_y,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+            optimizer=args.optimizer, max_steps=args.max_steps, on_epoch=report,
+        )  # fmt: skip
     best = max(result.epochs, key=lambda r: r.val_accuracy)
     last = result.epochs[-1]
     console.print(

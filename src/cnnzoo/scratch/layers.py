@@ -38,9 +38,8 @@ def _windows(
     p = padding
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=fill)
     span = dilation * (kernel - 1) + 1  # the window's extent on the input
-    windows = sliding_window_view(
-        xp, (span, span), axis=(2, 3)
-    )  # (N, C, Hp-span+1, ..., span, span)
+    # Every span×span block at every offset, then every S-th offset and every D-th pixel.
+    windows = sliding_window_view(xp, (span, span), axis=(2, 3))
     return windows[:, :, ::stride, ::stride, ::dilation, ::dilation]
 
 
@@ -56,13 +55,10 @@ def _col2im(
     # One strided slice per kernel position (F² additions of a whole map) rather than one per
     # window: the same sums, in vectorised NumPy.
     for u in range(k):
+        rows = slice(u * d, u * d + s * (out_h - 1) + 1, s)  # the pixels kernel row u read
         for v in range(k):
-            dxp[
-                :,
-                :,
-                u * d : u * d + s * (out_h - 1) + 1 : s,
-                v * d : v * d + s * (out_w - 1) + 1 : s,
-            ] += dwin[:, :, :, :, u, v]
+            cols = slice(v * d, v * d + s * (out_w - 1) + 1, s)
+            dxp[:, :, rows, cols] += dwin[:, :, :, :, u, v]
     return dxp[:, :, p : p + h, p : p + w]
 
 
