@@ -296,7 +296,13 @@ def test_a_short_training_run_learns(digits_arrays):
     fresh = LeNet5(init_params(np.random.default_rng(0), dtype=np.float32))
     with threadpool_limits(1, user_api="blas"):  # as scratch-train runs it: faster
         result = train_lenet5(
-            *digits_arrays, epochs=1, lr=2e-3, batch_size=32, seed=0, max_steps=20
+            *digits_arrays,
+            epochs=1,
+            lr=2e-3,
+            batch_size=32,
+            seed=0,
+            max_steps=20,
+            schedule="constant",
         )
     assert (fresh.params["c1.weight"] == result.model.params["c1.weight"]).sum() == 0
     (row,) = result.epochs
@@ -321,6 +327,7 @@ def test_scratch_train_command_runs(capsys):
         (["--seed", "-1"], "--seed must be a whole number ≥ 0, got -1."),
         (["--optimizer", "adma"], "--optimizer 'adma' is not one of"),
         (["--max-steps", "0"], "--max-steps must be a positive integer, got 0."),
+        (["--schedule", "cosin"], "--schedule 'cosin' is not one of cosine, constant (did you"),
         (["--threads", "0"], "--threads must be a positive integer, got 0."),
     ],
 )

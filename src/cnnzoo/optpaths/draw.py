@@ -28,8 +28,8 @@ GIF_FRAMES = 40  # frames of an animation, whatever the number of steps: a small
 def _figure(paths: Paths) -> tuple[Any, Any, dict[str, Any]]:
     """The contour plot with the marks, and one (empty) line per optimizer."""
     s = paths.surface
-    xs = np.linspace(*s.xlim, 300)
-    ys = np.linspace(*s.ylim, 300)
+    xs = np.linspace(*s.xlim, 200)
+    ys = np.linspace(*s.ylim, 200)
     gx, gy = np.meshgrid(xs, ys)
     z = s.f(gx, gy)
     fig, ax = plt.subplots(figsize=(7.5, 6))

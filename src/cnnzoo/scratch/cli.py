@@ -15,11 +15,12 @@ from rich.console import Console
 if TYPE_CHECKING:
     import numpy as np
 
-EPOCHS = 12
+EPOCHS = 15
 LR = 2e-3
 BATCH_SIZE = 32
 SEED = 0
 OPTIMIZER = "adam"
+SCHEDULE = "cosine"
 # Measured on 2 cores (docs/scratch.md): a training step's matrix products are small, and
 # OpenBLAS on 2 threads spends more time handing them out than computing (3-7× slower).
 THREADS = 1
@@ -39,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--optimizer", default=OPTIMIZER,
         help=f"sgd, momentum, nesterov, adagrad, rmsprop or adam ({OPTIMIZER})",
     )  # fmt: skip
+    p.add_argument(
+        "--schedule",
+        default=SCHEDULE,
+        help=f"cosine (from --lr towards 0) or constant ({SCHEDULE})",
+    )
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many steps (a quick look)"
     )
@@ -66,13 +72,14 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
     from cnnzoo.checks import check_choice, check_int, check_number
     from cnnzoo.data import load_dataset
     from cnnzoo.scratch.optim import OPTIMIZERS
-    from cnnzoo.scratch.train import EpochResult, train_lenet5
+    from cnnzoo.scratch.train import SCHEDULES, EpochResult, train_lenet5
 
     check_int("--epochs", args.epochs)
     check_number("--lr", args.lr, low=0, above=True)
     check_int("--batch-size", args.batch_size)
     check_int("--seed", args.seed, minimum=0)
     check_choice("--optimizer", args.optimizer, OPTIMIZERS)
+    check_choice("--schedule", args.schedule, SCHEDULES)
     if args.max_steps is not None:
         check_int("--max-steps", args.max_steps)
     check_int("--threads", args.threads)
@@ -82,7 +89,8 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
     val_x, val_y = _arrays(bundle.val)
     console.print(
         f"NumPy LeNet-5 on digits: {len(train_x):,} training, {len(val_x):,} validation images "
-        f"at 32×32; {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, seed {args.seed}, "
+        f"at 32×32; {args.optimizer} lr {args.lr:g} ({args.schedule}), batch {args.batch_size}, "
+        f"seed {args.seed}, "
         f"{args.threads} BLAS thread(s)",
         highlight=False,
     )
@@ -98,7 +106,8 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
         result = train_lenet5(
             train_x, train_y, val_x, val_y,
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-            optimizer=args.optimizer, max_steps=args.max_steps, on_epoch=report,
+            optimizer=args.optimizer, schedule=args.schedule, max_steps=args.max_steps,
+            on_epoch=report,
         )  # fmt: skip
     best = max(result.epochs, key=lambda r: r.val_accuracy)
     last = result.epochs[-1]

@@ -5,6 +5,7 @@ update, and an accuracy on held-out images after every epoch. The arrays come in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ import numpy as np
 
 from cnnzoo.scratch.lenet import LeNet5, init_params
 from cnnzoo.scratch.optim import make_optimizer
+
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -53,6 +56,7 @@ def train_lenet5(
     batch_size: int,
     seed: int,
     optimizer: str = "adam",
+    schedule: str = "cosine",
     max_steps: int | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> TrainResult:
@@ -62,23 +66,30 @@ def train_lenet5(
         train_x, train_y, val_x, val_y: images (N, 1, 32, 32) and labels (N,).
         epochs: passes over the training images.
         lr: learning rate of ``optimizer`` (a name of :data:`cnnzoo.scratch.optim.OPTIMIZERS`).
+        schedule: ``"cosine"``: the rate at step k of T is ``lr (1 + cos(π k/T)) / 2``, from
+            lr down towards 0 (the small last steps settle the accuracy); ``"constant"``: lr.
         batch_size: images per step; the last batch of an epoch may be smaller.
         seed: initial weights and the order of the images.
         max_steps: stop after this many steps in all (a short check), the epoch's accuracy
             still measured.
         on_epoch: called with each epoch's result.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     rng = np.random.default_rng(seed)
     model = LeNet5(init_params(rng, num_classes=int(train_y.max()) + 1, dtype=train_x.dtype))
     opt = make_optimizer(optimizer, lr)
     result = TrainResult(model)
     start, steps = time.perf_counter(), 0
+    total = epochs * math.ceil(len(train_x) / batch_size)
     for epoch in range(1, epochs + 1):
         model.training = True
         order = rng.permutation(len(train_x))
         losses = []
         for first in range(0, len(order), batch_size):
             batch = order[first : first + batch_size]
+            if schedule == "cosine":
+                opt.lr = lr * (1 + math.cos(math.pi * steps / total)) / 2
             loss, grads = model.loss_and_grads(train_x[batch], train_y[batch])
             opt.step(model.params, grads)
             losses.append(loss)
