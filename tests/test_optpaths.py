@@ -197,3 +197,5 @@ def test_library_errors():
         optimizer_paths("saddle", steps=0)
     with pytest.raises(InvalidArgumentError, match="lrs adam must be a number > 0"):
         optimizer_paths("saddle", lrs={"adam": 0})
+    with pytest.raises(InvalidArgumentError, match=r"optimizers: unknown optimizer 'nag' \("):
+        optimizer_paths("saddle", optimizers=["sgd", "nag"])

@@ -3,9 +3,10 @@
 :func:`optimizer_paths` starts every optimizer at the surface's start point, a 2-element
 float64 parameter, and records the point after each step: pure data (arrays), which
 :func:`cnnzoo.optpaths.draw.draw_paths` turns into a figure and a web page can plot its own way.
-The optimizers are the trainer's (``cnnzoo.training.OPTIMIZERS`` but AdamW, which equals Adam
-without weight decay) with torch's defaults and momentum 0.9; tests/test_optpaths.py checks each
-path against :mod:`cnnzoo.scratch.optim`'s NumPy update rules step for step.
+The optimizers are the trainer's, built by :func:`cnnzoo.training.build_optimizer` (all of its
+``OPTIMIZERS`` but AdamW, which equals Adam without weight decay) with momentum 0.9.
+tests/test_optpaths.py checks each path against :mod:`cnnzoo.scratch.optim`'s NumPy update
+rules step for step.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from cnnzoo.checks import check_int, check_number, did_you_mean
 from cnnzoo.errors import InvalidArgumentError
+from cnnzoo.training.optim import build_optimizer
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 MOMENTUM = 0.9
@@ -134,19 +137,13 @@ class Paths:
     diverged: dict[str, bool] = field(default_factory=dict)
 
 
-def make_torch_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """The torch optimizer ``name`` over ``params``: the trainer's choices, momentum 0.9."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
-    if name == "nesterov":
-        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, nesterov=True)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr)
+class _Point(nn.Module):
+    """The 2-element parameter the optimizers move: a module, so that the trainer's own
+    :func:`~cnnzoo.training.build_optimizer` builds them."""
+
+    def __init__(self, start: tuple[float, float]) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(start, dtype=torch.float64))
 
 
 def get_surface(function: str) -> Surface:
@@ -157,14 +154,19 @@ def get_surface(function: str) -> Surface:
     return SURFACES[function]
 
 
+def _check_optimizer(name: str, where: str) -> str:
+    if name not in OPTIMIZERS:
+        hint = did_you_mean(name, OPTIMIZERS) or f" (choose among {', '.join(OPTIMIZERS)})"
+        raise InvalidArgumentError(f"{where}: unknown optimizer {name!r}{hint}.")
+    return name
+
+
 def check_lrs(lrs: Mapping[str, object], name: str = "lrs") -> dict[str, float]:
     """``lrs`` if every key is an optimizer of :data:`OPTIMIZERS` and every value > 0."""
-    for opt, lr in lrs.items():
-        if opt not in OPTIMIZERS:
-            hint = did_you_mean(opt, OPTIMIZERS) or f" (choose among {', '.join(OPTIMIZERS)})"
-            raise InvalidArgumentError(f"{name}: unknown optimizer {opt!r}{hint}.")
-        check_number(f"{name} {opt}", lr, low=0, above=True)
-    return {opt: float(lr) for opt, lr in lrs.items()}  # type: ignore[arg-type]
+    return {
+        _check_optimizer(opt, name): float(check_number(f"{name} {opt}", lr, low=0, above=True))
+        for opt, lr in lrs.items()
+    }
 
 
 def optimizer_paths(
@@ -192,11 +194,12 @@ def optimizer_paths(
     surface = get_surface(function)
     steps = surface.steps if steps is None else check_int("steps", steps)
     rates = dict(surface.lrs) | check_lrs(lrs or {})
-    chosen = set(check_lrs(dict.fromkeys(optimizers, 1.0), "optimizers"))
+    chosen = {_check_optimizer(name, "optimizers") for name in optimizers}
     result = Paths(surface, steps, {n: r for n, r in rates.items() if n in chosen})
     for name in (n for n in OPTIMIZERS if n in chosen):
-        w = torch.tensor(surface.start, dtype=torch.float64, requires_grad=True)
-        opt = make_torch_optimizer(name, [w], rates[name])
+        holder = _Point(surface.start)
+        w = holder.w
+        opt = build_optimizer(holder, name, lr=rates[name], momentum=MOMENTUM)
         points = [w.detach().clone()]
         diverged = False
         for _ in range(steps):
