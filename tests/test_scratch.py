@@ -282,11 +282,11 @@ def test_numpy_lenet5_computes_lenet5s_logits_and_gradients(act, pool, table):
 
 @pytest.fixture(scope="module")
 def digits_arrays():
-    from cnnzoo.data import load_dataset
-    from cnnzoo.scratch.cli import _arrays
+    from cnnzoo.scratch.cli import digits_arrays
 
-    bundle = load_dataset("digits", image_size=32)
-    return (*_arrays(bundle.train), *_arrays(bundle.val))
+    arrays = digits_arrays()
+    assert [a.shape for a in arrays] == [(1437, 1, 32, 32), (1437,), (360, 1, 32, 32), (360,)]
+    return arrays
 
 
 def test_a_short_training_run_learns(digits_arrays):

@@ -8,7 +8,7 @@ import, so that registering it costs ``cnnzoo --help`` nothing.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -22,7 +22,7 @@ SEED = 0
 OPTIMIZER = "adam"
 SCHEDULE = "cosine"
 # Measured on 2 cores (docs/scratch.md): a training step's matrix products are small, and
-# OpenBLAS on 2 threads spends more time handing them out than computing (3-7× slower).
+# OpenBLAS on 2 threads spent more time handing them out than computing (7× slower there).
 THREADS = 1
 
 
@@ -55,14 +55,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_scratch_train)
 
 
-def _arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """An in-memory dataset's prepared images and labels as NumPy arrays."""
+def digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The built-in digits as ``cnnzoo train --model lenet5`` gets them, as NumPy arrays:
+    training images (1437, 1, 32, 32) float32 and labels, then validation images and labels."""
     import numpy as np
     import torch
 
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    labels = np.array([int(dataset[i][1]) for i in range(len(dataset))])
-    return images.numpy(), labels
+    from cnnzoo.data import load_dataset
+
+    bundle = load_dataset("digits", image_size=32)
+    arrays = []
+    for split in (bundle.train, bundle.val):
+        # Item by item: each goes through the split's own transform (the normalisation).
+        arrays.append(torch.stack([split[i][0] for i in range(len(split))]).numpy())
+        arrays.append(np.array([int(split[i][1]) for i in range(len(split))]))
+    return arrays[0], arrays[1], arrays[2], arrays[3]
 
 
 def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
@@ -70,7 +77,6 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
     from threadpoolctl import threadpool_limits
 
     from cnnzoo.checks import check_choice, check_int, check_number
-    from cnnzoo.data import load_dataset
     from cnnzoo.scratch.optim import OPTIMIZERS
     from cnnzoo.scratch.train import SCHEDULES, EpochResult, train_lenet5
 
@@ -84,14 +90,11 @@ def cmd_scratch_train(args: argparse.Namespace, console: Console) -> None:
         check_int("--max-steps", args.max_steps)
     check_int("--threads", args.threads)
 
-    bundle = load_dataset("digits", image_size=32)
-    train_x, train_y = _arrays(bundle.train)
-    val_x, val_y = _arrays(bundle.val)
+    train_x, train_y, val_x, val_y = digits_arrays()
     console.print(
         f"NumPy LeNet-5 on digits: {len(train_x):,} training, {len(val_x):,} validation images "
         f"at 32×32; {args.optimizer} lr {args.lr:g} ({args.schedule}), batch {args.batch_size}, "
-        f"seed {args.seed}, "
-        f"{args.threads} BLAS thread(s)",
+        f"seed {args.seed}, {args.threads} BLAS thread(s)",
         highlight=False,
     )
 

@@ -30,6 +30,8 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
+    """The trained network and one :class:`EpochResult` per epoch."""
+
     model: LeNet5
     epochs: list[EpochResult] = field(default_factory=list)
 
