@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
@@ -59,13 +59,12 @@ conv_cases = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(conv_cases)
 def test_conv2d_and_its_gradients_equal_torch(case):
     h, w = case["size"]
     span = case["dilation"] * (case["kernel"] - 1) + 1
-    if span > min(h, w) + 2 * case["padding"]:
-        return  # no output: torch refuses it too
+    assume(span <= min(h, w) + 2 * case["padding"])  # else no output: torch refuses it too
     gen = torch.Generator().manual_seed(case["seed"])
     x = leaf(case["n"], case["c"], h, w, gen=gen)
     weight = leaf(case["k"], case["c"], case["kernel"], case["kernel"], gen=gen)
@@ -109,14 +108,13 @@ def _torch_pool(kind: str, kernel: int, stride: int, padding: int) -> torch.nn.M
     return StochasticPool2d(kernel, stride, padding).eval()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(pool_cases)
 def test_pooling_and_its_gradient_equal_torch_in_eval(case):
     kind, k, s = case["kind"], case["kernel"], case["stride"]
     p = min(case["padding"], k // 2)  # torch refuses padding above half the kernel
     h, w = case["size"]
-    if k > min(h, w) + 2 * p:
-        return
+    assume(k <= min(h, w) + 2 * p)
     gen = torch.Generator().manual_seed(case["seed"])
     x = leaf(case["n"], case["c"], h, w, gen=gen, positive=kind == "stochastic")
     y = _torch_pool(kind, k, s, p)(x)
