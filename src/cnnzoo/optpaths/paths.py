@@ -102,7 +102,7 @@ SURFACES: dict[str, Surface] = {
         Surface(
             "saddle", "f = x² − y² + y⁴/2", _saddle, (-1.5, 1e-3), ((0.0, -1.0), (0.0, 1.0)),
             (-2.0, 2.0), (-1.6, 1.6), 100,
-            {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.2, "rmsprop": 0.02,
+            {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.3, "rmsprop": 0.02,
              "adam": 0.05},
             "a saddle point at (0, 0), approached along the line where it looks like a "
             "minimum: SGD lingers there (the gradient that leads away is tiny), the adaptive "
