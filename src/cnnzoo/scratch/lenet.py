@@ -17,9 +17,8 @@ from cnnzoo.scratch import layers as L
 
 Arrays = dict[str, np.ndarray]
 
-# (name, kind): the order of the forward pass.
+# The convolutions in the order of the forward pass; S2 and S4 follow the first two.
 CONVS = ("c1", "c3", "c5")
-LINEARS = ("f6", "output")
 
 
 def c3_mask(table: Sequence[Sequence[int]], in_maps: int) -> np.ndarray:
