@@ -502,6 +502,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnzoo.compare.cli import add_parser as add_compare
+    from cnnzoo.optpaths.cli import add_parser as add_optimizers
+    from cnnzoo.scratch.cli import add_parser as add_scratch_train
 
     parser = _Parser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
@@ -542,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference(sub)
     _add_bench(sub)
     add_compare(sub)
+    add_scratch_train(sub)
+    add_optimizers(sub)
     return parser
 
 
