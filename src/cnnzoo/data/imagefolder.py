@@ -267,7 +267,7 @@ def check_validation(report: ScanReport, train: list[ImageRecord], val: list[Ima
         return
     listed = ", ".join(names[i] for i in missing[:10])
     listed += f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-    which = "no class has" if len(missing) == len(names) else f"class {listed} would have"
+    which = "every class" if len(missing) == len(names) else f"class {listed}"
     if report.layout == "train/val":
         fix = f"add images of each to {report.root / 'val'}/<class>/"
     else:
@@ -278,7 +278,7 @@ def check_validation(report: ScanReport, train: list[ImageRecord], val: list[Ima
             f"{'has' if len(single) == 1 else 'have'} one image each, and a class needs 2 or "
             f"more to be split), or give {report.root}/train/ and {report.root}/val/ folders"
         )
-    raise DataError(f"{report.root}: {which} no validation images: {fix}.")
+    raise DataError(f"{report.root}: the split leaves {which} without validation images: {fix}.")
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):

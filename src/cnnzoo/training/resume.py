@@ -164,9 +164,10 @@ def check_options(
                 f"--epochs {trained} or more."
             )
         changes[name] = [before, now]
-    if changes:
-        said = ", ".join(f"{_flag(n)} {_show(a)} → {_show(b)}" for n, (a, b) in changes.items())
-        log(f"resuming with {said}")
+    # A changed --epochs has its own line, where the schedule is re-planned.
+    said = [f"{_flag(n)} {_show(a)} → {_show(b)}" for n, (a, b) in changes.items() if n != "epochs"]
+    if said:
+        log(f"resuming with {', '.join(said)}")
     return config, changes
 
 

@@ -429,8 +429,8 @@ def _follow_new_plan(run: _Run, state: dict[str, Any], log) -> None:
     log(
         f"--epochs {state['config']['epochs']} → {config.epochs}: the learning rate follows the "
         f"{config.schedule} schedule of a {config.epochs}-epoch run from step {steps:,} on "
-        f"(lr {run.optimizer.param_groups[0]['lr']:.3g} now, {was:.3g} in the "
-        f"{state['config']['epochs']}-epoch plan); it never rises after that plan's end"
+        f"(lr {run.optimizer.param_groups[0]['lr']:.3g} now; the {state['config']['epochs']}-epoch "
+        f"plan was at {was:.3g}), to that plan's end, never restarting after it"
     )
 
 
