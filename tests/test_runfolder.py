@@ -91,6 +91,25 @@ def test_every_option_has_a_resume_rule_with_a_reason():
         assert RULES[name][0] == FIXED, name
 
 
+def test_the_documented_table_gives_every_option_its_rule():
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    table = text.split("## Resume with other options")[1].split("\n\n")
+    rows = {
+        cell.strip("` ")
+        for part in table
+        for line in part.splitlines()
+        if line.startswith("| `--")
+        for cell in line.split("|")[1].split(",")
+    }
+    rule_of = {line.split("|")[1].strip("` "): line.split("|")[2] for part in table
+               for line in part.splitlines() if line.startswith("| `--")}  # fmt: skip
+    assert rows == {"--" + n.replace("_", "-") for n in RULES}
+    for name, (rule, _) in RULES.items():
+        flag = "--" + name.replace("_", "-")
+        if rule == FIXED:
+            assert rule_of[f"{flag}"].strip() == "fixed", flag
+
+
 def cosine_plan(step: int, *, base: float, warmup: int, total: int) -> float:
     """build_scheduler's documented plan by hand: linear warm-up from 1% of the rate over
     ``warmup`` steps, then half a cosine to 0 after step ``total``."""

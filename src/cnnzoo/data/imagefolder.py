@@ -273,10 +273,11 @@ def check_validation(report: ScanReport, train: list[ImageRecord], val: list[Ima
     else:
         counts = Counter(r.label for r in train)
         single = [names[i] for i in missing if counts[i] < 2]
+        who = ", ".join(single[:3]) + (", …" if len(single) > 3 else "")
+        has = "has one image" if len(single) == 1 else "have one image each"
         fix = (
-            f"add images ({', '.join(single[:3])}{', …' if len(single) > 3 else ''} "
-            f"{'has' if len(single) == 1 else 'have'} one image each, and a class needs 2 or "
-            f"more to be split), or give {report.root}/train/ and {report.root}/val/ folders"
+            f"add images ({who} {has}, and a class needs 2 or more to be split), or give "
+            f"{report.root}/train/ and {report.root}/val/ folders"
         )
     raise DataError(f"{report.root}: the split leaves {which} without validation images: {fix}.")
 
