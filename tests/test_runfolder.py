@@ -252,8 +252,10 @@ def test_two_concurrent_trains_on_one_folder_one_runs_the_other_exits_2(tmp_path
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("CNNZOO_FAULT", None)
-    argv = [sys.executable, "-m", "cnnzoo", "train", *FAST_ARGS, "--epochs", "1",
-            "--deterministic", "--out", str(out)]  # fmt: skip
+    # LeNet-5 at batch 32 (45 steps): the winner holds the folder for seconds after its claim,
+    # far longer than the two processes' start-up times differ.
+    argv = [sys.executable, "-m", "cnnzoo", "train", "--model", "lenet5", "--epochs", "1",
+            "--batch-size", "32", "--augment", "none", "--quiet", "--out", str(out)]  # fmt: skip
     procs = [subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     results = [(p, p.communicate(timeout=300)[1]) for p in procs]
     codes = sorted(p.returncode for p, _ in results)
