@@ -17,7 +17,6 @@ so two processes can never both believe they hold the folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -28,6 +27,11 @@ from pathlib import Path
 
 from cnnzoo.errors import CheckpointError, FolderInUseError, InvalidArgumentError
 from cnnzoo.fileio import atomic_write_text
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the holder is recorded, nothing is locked
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".cnnzoo.lock"
 METRICS = "metrics.jsonl"
@@ -58,8 +62,8 @@ class FolderLock:
 def _holder_text(fd: int) -> dict:
     """The holder record in an open lock file, or ``{}`` when it is empty or unreadable."""
     with contextlib.suppress(OSError, ValueError):
-        raw = os.pread(fd, 65536, 0)
-        record = json.loads(raw.decode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        record = json.loads(os.read(fd, 65536).decode())
         if isinstance(record, dict):
             return record
     return {}
@@ -99,7 +103,8 @@ def claim(
                 f"cannot write in {folder} ({err.strerror}): choose another --out."
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = describe_holder(_holder_text(fd))
             os.close(fd)
@@ -115,7 +120,8 @@ def claim(
             break
         os.close(fd)  # the holder released (unlinked) it between our open and our lock
     previous = _holder_text(fd)
-    if previous:  # written by a claim that was never released: its process is gone
+    # A record under a free flock: written by a claim never released, whose process is gone.
+    if previous and fcntl is not None:
         log(
             f"took over {path.name} of {describe_holder(previous)}: that process is gone "
             "(killed or crashed) and left the lock behind"
@@ -127,7 +133,8 @@ def claim(
         "command": list(sys.argv if command is None else command),
     }
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(record).encode(), 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(record).encode())
     os.fsync(fd)
     return FolderLock(folder, fd, created)
 
