@@ -231,9 +231,27 @@ def test_the_lock_is_released_after_an_error(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_other_ranks_claim_nothing(tmp_path):
-    with claimed(tmp_path / "run", print, enabled=False):
+def test_other_ranks_claim_nothing_and_stop_with_rank_0(tmp_path):
+    agreed: list[bool] = []
+
+    def any_rank(failed: bool, others: bool) -> bool:  # distributed.any_true, by hand
+        agreed.append(failed)
+        return failed or others
+
+    with claimed(tmp_path / "run", print, enabled=False, agree=lambda f: any_rank(f, False)):
         assert not (tmp_path / "run").exists()
+    # Rank 0 failed to claim: every other rank stops too, instead of waiting for it for ever.
+    follower = claimed(tmp_path / "run", print, enabled=False, agree=lambda f: any_rank(f, True))
+    with pytest.raises(FolderInUseError, match="rank 0 could not claim"), follower:
+        pass
+    lock = claim(tmp_path / "run", print)
+    try:  # rank 0 itself: its own one-line reason
+        main_rank = claimed(tmp_path / "run", print, agree=lambda f: any_rank(f, False))
+        with pytest.raises(FolderInUseError, match=f"pid {os.getpid()}@"), main_rank:
+            pass
+    finally:
+        lock.release()
+    assert agreed == [False, False, True]
 
 
 def test_compare_holds_its_folder(tmp_path):

@@ -25,7 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cnnzoo.errors import CheckpointError, FolderInUseError, InvalidArgumentError
+from cnnzoo.errors import (
+    CheckpointError,
+    CnnzooError,
+    FolderInUseError,
+    InvalidArgumentError,
+)
 from cnnzoo.fileio import atomic_write_text
 
 try:
@@ -141,18 +146,34 @@ def claim(
 
 @contextlib.contextmanager
 def claimed(
-    folder: str | Path, log: Callable[[str], None], *, enabled: bool = True
+    folder: str | Path,
+    log: Callable[[str], None],
+    *,
+    enabled: bool = True,
+    agree: Callable[[bool], bool] | None = None,
 ) -> Iterator[None]:
-    """:func:`claim` for the block, released when it ends, also when it raises. ``enabled``
-    false claims nothing (the other ranks of a distributed run: rank 0 holds the folder)."""
-    if not enabled:
-        yield
-        return
-    lock = claim(folder, log)
+    """:func:`claim` for the block, released when it ends, also when it raises.
+
+    ``enabled`` false claims nothing (the other ranks of a distributed run: rank 0 holds the
+    folder). ``agree(failed)`` (``distributed.any_true``) tells every rank whether the claim
+    failed, so that all stop together: a rank that went on alone would wait for rank 0 in
+    its first collective for ever.
+    """
+    lock, error = None, None
+    if enabled:
+        try:
+            lock = claim(folder, log)
+        except CnnzooError as err:
+            error = err
+    if agree is not None and agree(error is not None) and error is None:
+        raise FolderInUseError(f"rank 0 could not claim {folder}: its message says why.")
+    if error is not None:
+        raise error
     try:
         yield
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def repair_metrics(folder: Path, log: Callable[[str], None]) -> None:

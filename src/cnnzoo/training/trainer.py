@@ -215,7 +215,10 @@ def fit(
     reporter = reporter if reporter is not None and info.is_main else Reporter()
     quiet_compile = config.compile and device.type != "cuda"
     # Rank 0 holds the folder for the whole run; everything that reads it comes after the claim.
-    claim = runfolder.claimed(config.out, reporter.log, enabled=info.is_main)
+    claim = runfolder.claimed(
+        config.out, reporter.log, enabled=info.is_main,
+        agree=lambda failed: distributed.any_true(failed, info),
+    )  # fmt: skip
     try:
         with deterministic_mode(config.deterministic), _quiet_compile_on_cpu(quiet_compile), claim:
             changes: dict[str, list[Any]] = {}
