@@ -167,7 +167,9 @@ def test_resume_with_another_models_checkpoint_is_refused(reference_runs, tmp_pa
     shutil.copytree(reference_runs[0], tmp_path / "run")
     code = main(["train", "--model", "mlp", "--out", str(tmp_path / "run"), "--resume"])
     assert code == 2
-    assert "checkpoint of 'lenet5', not 'mlp'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--model cannot change when resuming" in err and err.count("\n") == 1
+    assert "trained with --model lenet5, and mlp was given" in err
 
 
 def test_an_existing_run_is_never_overwritten(reference_runs, tmp_path, capsys):

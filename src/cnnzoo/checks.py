@@ -42,7 +42,7 @@ def number_rule(
     if low is None:
         return "a finite number" if below is None else f"a number < {below:g}"
     if below is not None:
-        return f"a number in [{low:g}, {below:g})"
+        return f"a number in {'(' if above else '['}{low:g}, {below:g})"
     return f"a number {'>' if above else '≥'} {low:g}"
 
 

@@ -151,6 +151,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
     from dataclasses import fields
 
     from cnnzoo.training.config import TrainConfig, read_config_file
+    from cnnzoo.training.resume import resume_options
     from cnnzoo.training.trainer import fit
 
     options = read_config_file(args.config) if args.config else {}
@@ -158,6 +159,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
         value = getattr(args, f.name, None)
         if value is not None:
             options[f.name] = value
+    if options.get("resume"):  # options left out are the run's own
+        options = resume_options(options.get("out", TrainConfig.out), options)
     config = TrainConfig(**options)
     result = fit(config, argv=sys.argv, reporter=EpochProgress(console, config.quiet))
     if result.main_process and not config.quiet:
@@ -200,6 +203,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, help="the model's dropout rate (its default)")
     p.add_argument("--image-size", type=int, help="resize images to this side")
     p.add_argument("--seed", type=int, help=f"({d.seed})")
+    p.add_argument(
+        "--val-fraction", type=float, help="share of each class an image folder validates on (0.2)"
+    )
     p.add_argument(
         "--deterministic", action="store_true", default=None, help="bitwise-repeatable runs"
     )

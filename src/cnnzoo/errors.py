@@ -48,3 +48,13 @@ class WeightsError(CnnzooError):
 class ExportError(CnnzooError):
     """An export that cannot be made or does not compute what the model computes (parity
     failure), or a format whose optional packages are not installed."""
+
+
+class FolderInUseError(CnnzooError):
+    """An output folder that another live process is writing (its lock is held); the message
+    names that process (pid@host, since when)."""
+
+
+class DiskFullError(CnnzooError):
+    """A write that found no space left on its device (or quota); the file written before
+    stays intact. The message says how much was needed, how much is free, and the fix."""

@@ -8,10 +8,13 @@ what a killed one left behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from cnnzoo.errors import DiskFullError
 
 TMP_SUFFIX = ".tmp"
 
@@ -26,18 +29,43 @@ def atomic_write_bytes(
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    with open(tmp, "wb") as f:
-        half = len(data) // 2 if before_second_half else len(data)
-        f.write(data[:half])
-        if before_second_half:
+    try:
+        with open(tmp, "wb") as f:
+            half = len(data) // 2 if before_second_half else len(data)
+            f.write(data[:half])
+            if before_second_half:
+                f.flush()
+                os.fsync(f.fileno())
+                before_second_half()
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
-            before_second_half()
-        f.write(data[half:])
-        f.flush()
-        os.fsync(f.fileno())
+    except OSError as err:
+        # The target was not touched; the partial temporary goes, so that it holds no space.
+        tmp.unlink(missing_ok=True)
+        if err.errno in _NO_SPACE:
+            raise disk_full(path, len(data)) from None
+        raise
     os.replace(tmp, path)
     _fsync_folder(path.parent)
+
+
+# ENOSPC: the device is full; EDQUOT: the user's quota is (the same remedy).
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: Path, needed: int | None) -> DiskFullError:
+    """The one-line error of a write to ``path`` that found no space: how much it needed (when
+    known), how much is free there, and the fix."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    need = f"{needed:,} bytes needed, " if needed is not None else ""
+    return DiskFullError(
+        f"no space left on the device to write {path} ({need}{free} there; the previous "
+        "version of the file is intact): free some space or write to another disk."
+    )
 
 
 def atomic_copy(source: Path, path: Path) -> None:
@@ -51,9 +79,15 @@ def atomic_copy(source: Path, path: Path) -> None:
     try:
         os.link(source, tmp)
     except OSError:  # a file system without hard links, or another device
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno in _NO_SPACE:
+                raise disk_full(path, Path(source).stat().st_size) from None
+            raise
     os.replace(tmp, path)
     _fsync_folder(path.parent)
 

@@ -24,6 +24,7 @@ from cnnzoo.compare.results import CompareRow, make_row, write_results
 from cnnzoo.compare.runs import RunRecord, train_run
 from cnnzoo.environment import environment
 from cnnzoo.fileio import atomic_write_text
+from cnnzoo.training.runfolder import claimed
 
 
 @dataclass
@@ -104,8 +105,15 @@ def run_compare(config: CompareConfig, reporter: CompareReporter | None = None) 
     """
     plan = make_plan(config)
     reporter = reporter or CompareReporter()
-    if plan.experiment == "degradation":
-        return _degradation(plan, reporter)
+    # The comparison holds its folder while it runs; each run claims its own (the trainer's).
+    with claimed(plan.out, reporter.log):
+        if plan.experiment == "degradation":
+            return _degradation(plan, reporter)
+        return _compare(plan, reporter)
+
+
+def _compare(plan: Plan, reporter: CompareReporter) -> CompareResult:
+    """Every run, every timing, then the files."""
     runs = _train_all(plan, reporter)
     bench_rows = _bench_all(plan, reporter)
     by_model: dict[str, list[BenchRow]] = {}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from cnnzoo.checks import check_int, did_you_mean
+from cnnzoo.checks import check_int, check_number, did_you_mean
 from cnnzoo.data.colour import colour_rule, convert_channels
 from cnnzoo.data.formats import find_file, read_cifar_batch, read_cifar_names, read_idx
 from cnnzoo.data.imagefolder import (
@@ -26,6 +26,7 @@ from cnnzoo.data.imagefolder import (
     VAL_FRACTION,
     ImageDataset,
     ImageFolderDataset,
+    check_validation,
     gray_folder,
     scan_imagefolder,
     split_records,
@@ -215,6 +216,7 @@ def load_dataset(
     seed: int = 0,
     download: bool = False,
     preprocessing: Preprocessing | None = None,
+    val_fraction: float | None = None,
 ) -> DataBundle:
     """Load a dataset by name as separate training and validation datasets.
 
@@ -238,18 +240,31 @@ def load_dataset(
             ``in_chans``, ``image_size``, the dataset's own resize rule and the training
             split's statistics, so that a validation item is exactly what
             ``preprocessing.prepare`` (and ``predict``) make of the same image.
+        val_fraction: the share of each class an image folder of class folders sends to
+            validation (``None``: 20 %); in (0, 1). Other datasets have fixed splits.
 
     Raises:
-        DataError: unknown name, files missing or damaged, an unreadable image, an empty class.
-        InvalidArgumentError: ``image_size``, ``in_chans`` or ``augment`` out of range.
+        DataError: unknown name, files missing or damaged, an unreadable image, an empty class,
+            fewer than 2 classes, a class left without validation images.
+        InvalidArgumentError: ``image_size``, ``in_chans``, ``augment`` or ``val_fraction`` out
+            of range, or ``val_fraction`` for a dataset whose split is fixed.
     """
     if preprocessing is not None:
         in_chans, image_size = preprocessing.input_size[0], preprocessing.input_size[1]
     _check_arguments(image_size, in_chans, augment)
+    if val_fraction is not None:
+        check_number("--val-fraction", val_fraction, low=0, above=True, below=1)
     key, folder = _parse_name(name)
     if key == "imagefolder":
         assert folder is not None  # _parse_name gives imagefolder:PATH its path
-        return _load_imagefolder(name, folder, image_size, in_chans, augment, seed, preprocessing)
+        return _load_imagefolder(
+            name, folder, image_size, in_chans, augment, seed, preprocessing, val_fraction
+        )
+    if val_fraction is not None:
+        raise InvalidArgumentError(
+            f"--val-fraction splits an image folder of class folders, and {name} has a fixed "
+            "split: leave --val-fraction out."
+        )
     root = Path(root).expanduser() if root is not None else DEFAULT_ROOT
     if key == "digits":
         arrays = _digits()
@@ -629,24 +644,34 @@ def _load_imagefolder(
     augment: str,
     seed: int,
     preprocessing: Preprocessing | None,
+    val_fraction: float | None = None,
 ) -> DataBundle:
     report = scan_imagefolder(folder)
     problem = report.first_problem()
     if problem:
         raise DataError(problem)
+    if len(report.class_names) < 2:
+        raise DataError(
+            f"{report.root} has one class ({report.class_names[0]}): a classifier needs at "
+            "least 2, so add a folder of images for each other class."
+        )
     notes = [f"imagefolder: {len(report.class_names)} classes from {report.root}"]
     if report.layout == "train/val":
+        if val_fraction is not None:
+            raise InvalidArgumentError(
+                f"{report.root} is split by its train/ and val/ folders: leave --val-fraction "
+                "out (or merge the folders to split by a fraction)."
+            )
         train = [r for r in report.images if r.split == "train"]
         val = [r for r in report.images if r.split == "val"]
         notes.append(f"split: the folders train/ and val/ ({len(train):,}/{len(val):,} images)")
-        missing = sorted({r.label for r in train} - {r.label for r in val})
-        if missing:
-            names = ", ".join(report.class_names[i] for i in missing)
-            notes.append(f"no validation images for class {names}")
+        check_validation(report, train, val)
     else:
-        train, val = split_records(report.images, report.class_names)
+        fraction = VAL_FRACTION if val_fraction is None else val_fraction
+        train, val = split_records(report.images, report.class_names, fraction)
+        check_validation(report, train, val)
         notes.append(
-            f"split {len(train):,}/{len(val):,} stratified ({VAL_FRACTION:.0%} of each class to "
+            f"split {len(train):,}/{len(val):,} stratified ({fraction:.0%} of each class to "
             f"validation), seed {SPLIT_SEED}; fixed, independent of the run's seed"
         )
     notes += [f"ignored hidden {'folder' if p.is_dir() else 'file'} {p}" for p in report.hidden]

@@ -232,12 +232,13 @@ def _pixel_stats(x: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def split_records(
-    records: list[ImageRecord], class_names: list[str]
+    records: list[ImageRecord], class_names: list[str], fraction: float = VAL_FRACTION
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """The fixed split for the ``classes`` layout: per class, 20 % (rounded, at least one when
-    the class has two or more images) to validation, chosen by a generator seeded from
-    (0, CRC-32 of the class name) over the class's files sorted by path, so that a class's split
-    never changes when another class is added or gains images."""
+    """The fixed split for the ``classes`` layout: per class, ``fraction`` (20 %; rounded, at
+    least one and at most all but one when the class has two or more images) to validation,
+    chosen by a generator seeded from (0, CRC-32 of the class name) over the class's files
+    sorted by path, so that a class's split never changes when another class is added or gains
+    images."""
     by_label: dict[int, list[ImageRecord]] = {}
     for record in sorted(records, key=lambda r: str(r.path)):
         by_label.setdefault(record.label, []).append(record)
@@ -245,13 +246,40 @@ def split_records(
     val: list[ImageRecord] = []
     for label, group in sorted(by_label.items()):
         n = len(group)
-        n_val = 0 if n < 2 else min(n - 1, max(1, round(VAL_FRACTION * n)))
+        n_val = 0 if n < 2 else min(n - 1, max(1, round(fraction * n)))
         key = zlib.crc32(class_names[label].encode())
         order = np.random.default_rng([SPLIT_SEED, key]).permutation(n)
         chosen = set(order[:n_val].tolist())
         for i, record in enumerate(group):
             (val if i in chosen else train).append(record)
     return train, val
+
+
+def check_validation(report: ScanReport, train: list[ImageRecord], val: list[ImageRecord]) -> None:
+    """Every class must have validation images: an accuracy over no images (or a class never
+    validated) is no measurement. One line naming the classes and the fix. (Every class has
+    training images: the scan refuses an empty class folder, and the split keeps at least one
+    image of each class for training.)"""
+    names = report.class_names
+    validated = {r.label for r in val}
+    missing = [i for i in range(len(names)) if i not in validated]
+    if not missing:
+        return
+    listed = ", ".join(names[i] for i in missing[:10])
+    listed += f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    which = "every class" if len(missing) == len(names) else f"class {listed}"
+    if report.layout == "train/val":
+        fix = f"add images of each to {report.root / 'val'}/<class>/"
+    else:
+        counts = Counter(r.label for r in train)
+        single = [names[i] for i in missing if counts[i] < 2]
+        who = ", ".join(single[:3]) + (", …" if len(single) > 3 else "")
+        has = "has one image" if len(single) == 1 else "have one image each"
+        fix = (
+            f"add images ({who} {has}, and a class needs 2 or more to be split), or give "
+            f"{report.root}/train/ and {report.root}/val/ folders"
+        )
+    raise DataError(f"{report.root}: the split leaves {which} without validation images: {fix}.")
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):

@@ -69,6 +69,7 @@ class TrainConfig:
     dropout: float | None = None
     image_size: int | None = None
     seed: int = 0
+    val_fraction: float | None = None  # None: 20 % (image folders of class folders only)
     deterministic: bool = False
     device: str = "auto"
     amp: bool = False
@@ -119,6 +120,7 @@ OPTIONS: dict[str, Option] = {
     "dropout": Option("number", low=0, below=1, optional=True),
     "image_size": Option("int", low=1, optional=True),
     "seed": Option("int", low=0),
+    "val_fraction": Option("number", low=0, above=True, below=1, optional=True),
     "deterministic": Option("bool"),
     "device": Option("choice", choices=DEVICES),
     "amp": Option("bool"),

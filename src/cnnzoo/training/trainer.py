@@ -31,7 +31,7 @@ from cnnzoo.analysis import check_input
 from cnnzoo.data import DataBundle, load_dataset, make_loader
 from cnnzoo.data.datasets import native_side
 from cnnzoo.environment import environment
-from cnnzoo.errors import CheckpointError, InvalidArgumentError
+from cnnzoo.errors import CheckpointError, DiskFullError, InvalidArgumentError
 from cnnzoo.factory import create_model
 from cnnzoo.fileio import (
     atomic_copy,
@@ -41,7 +41,7 @@ from cnnzoo.fileio import (
 )
 from cnnzoo.models import get_spec
 from cnnzoo.progress import Reporter
-from cnnzoo.training import checkpoint, distributed
+from cnnzoo.training import checkpoint, distributed, resume, runfolder
 from cnnzoo.training.config import TrainConfig, training_options
 from cnnzoo.training.loop import EpochStats, EvalStats, evaluate, train_one_epoch
 from cnnzoo.training.optim import build_optimizer, build_scheduler
@@ -214,17 +214,29 @@ def fit(
     # Only rank 0 talks; the others train silently.
     reporter = reporter if reporter is not None and info.is_main else Reporter()
     quiet_compile = config.compile and device.type != "cuda"
+    # Rank 0 holds the folder for the whole run; everything that reads it comes after the claim.
+    claim = runfolder.claimed(
+        config.out, reporter.log, enabled=info.is_main,
+        agree=lambda failed: distributed.any_true(failed, info),
+    )  # fmt: skip
     try:
-        with deterministic_mode(config.deterministic), _quiet_compile_on_cpu(quiet_compile):
+        with deterministic_mode(config.deterministic), _quiet_compile_on_cpu(quiet_compile), claim:
+            changes: dict[str, list[Any]] = {}
+            if config.resume:  # refused here, before anything is written
+                config, changes = resume.check_options(config, reporter.log)
             run = _build(config, reporter.log, device, info)
             if config.resume:
-                _resume(run, reporter.log)
+                _resume(run, reporter.log, changes)
             _wrap(run)
             _record(run, argv, reporter.log)
             stats, stopped = _train_epochs(run, reporter)
             if info.is_main:
                 _finish(run, stats)
             return RunResult(run.out, run.history, run.notes, info.is_main, stopped)
+    except DiskFullError as err:
+        if not (Path(config.out) / LAST).is_file():
+            raise
+        raise DiskFullError(f"{err} Then continue with --resume.") from None
     finally:
         distributed.shutdown(info)
 
@@ -253,6 +265,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 1
     best_acc: float = -1.0
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # config.json's history
 
 
 def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dist) -> _Run:
@@ -265,7 +278,7 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     seed_everything(config.seed)
     data = load_dataset(
         config.dataset, root=config.data_root, image_size=image_size, augment=config.augment,
-        seed=config.seed, download=config.download,
+        seed=config.seed, download=config.download, val_fraction=config.val_fraction,
     )  # fmt: skip
     notes = [*data.notes, f"image side {image_size}: {size_rule}"]
     model, data = _build_model(config, options, data, notes)
@@ -275,6 +288,17 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
 
     train_sampler, val_loader, per_rank_batch = _sampling(config, data, info)
     steps_per_epoch = -(-len(train_sampler or data.train) // per_rank_batch)
+    optimizer, scheduler = _optimization(config, model, steps_per_epoch)
+    return _Run(
+        config, info, device, out, options, image_size, data, model, optimizer, scheduler,
+        train_sampler, val_loader, per_rank_batch, notes,
+    )  # fmt: skip
+
+
+def _optimization(
+    config: TrainConfig, model: nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and the schedule planned over ``config.epochs``."""
     optimizer = build_optimizer(
         model, config.optimizer, lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay, head_lr=config.head_lr,
@@ -283,10 +307,7 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
         optimizer, config.schedule, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
         warmup_epochs=config.warmup_epochs,
     )  # fmt: skip
-    return _Run(
-        config, info, device, out, options, image_size, data, model, optimizer, scheduler,
-        train_sampler, val_loader, per_rank_batch, notes,
-    )  # fmt: skip
+    return optimizer, scheduler
 
 
 def _sampling(
@@ -370,8 +391,10 @@ def _build_model(
     return model, data
 
 
-def _resume(run: _Run, log) -> None:
-    """Model, optimizer, schedule, history and random generators from ``last.pt``."""
+def _resume(run: _Run, log, changes: dict[str, list[Any]]) -> None:
+    """Model, optimizer, schedule, history and random generators from ``last.pt``; the
+    options changed (:func:`resume.check_options`) recorded, the schedule re-planned when
+    ``--epochs`` changed, a torn last line of ``metrics.jsonl`` dropped."""
     path = run.out / LAST
     state = checkpoint.load(path)
     if state.get("model_name") != run.config.model:
@@ -380,13 +403,38 @@ def _resume(run: _Run, log) -> None:
             f"{run.config.model!r}: resume with --model {state.get('model_name')} or another "
             "--out."
         )
+    resume.check_classes(run.out, run.data.class_names)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
+    if "epochs" in changes:
+        _follow_new_plan(run, state, log)
+    else:
+        run.scheduler.load_state_dict(state["scheduler"])
     run.history = list(state["history"])
     run.start_epoch, run.best_acc = state["epoch"] + 1, state["best_acc"]
     checkpoint.set_rng_state(state["rng"])
+    run.resumes = [*resume.previous_resumes(run.out), resume.history_entry(changes, state["epoch"])]
+    if run.info.is_main:
+        runfolder.repair_metrics(run.out, log)
     log(f"resumed from {path} after epoch {state['epoch']}")
+
+
+def _follow_new_plan(run: _Run, state: dict[str, Any], log) -> None:
+    """``--epochs`` changed: the rates of a run planned for the new length, from this step."""
+    config = run.config
+    steps = state["scheduler"]["last_epoch"]  # schedule steps taken (one per optimiser step)
+    steps_per_epoch = -(-len(run.train_sampler or run.data.train) // run.per_rank_batch)
+    was = run.optimizer.param_groups[0]["lr"]
+    resume.follow_new_plan(
+        run.optimizer, run.scheduler, lambda: _optimization(config, run.model, steps_per_epoch),
+        steps,
+    )  # fmt: skip
+    log(
+        f"--epochs {state['config']['epochs']} → {config.epochs}: the learning rate follows the "
+        f"{config.schedule} schedule of a {config.epochs}-epoch run from step {steps:,} on "
+        f"(lr {run.optimizer.param_groups[0]['lr']:.3g} now; the {state['config']['epochs']}-epoch "
+        f"plan was at {was:.3g}), to that plan's end, never restarting after it"
+    )
 
 
 def _wrap(run: _Run) -> None:
@@ -421,6 +469,7 @@ def _record(run: _Run, argv: list[str] | None, log) -> None:
             "versions": run.versions,
             "command": argv if argv is not None else sys.argv,
             "notes": run.notes,
+            "resumes": run.resumes,
         }
         atomic_write_text(run.out / "config.json", json.dumps(record, indent=2))
     for note in run.notes:
