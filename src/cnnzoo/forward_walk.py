@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ from cnnzoo.analysis.explain import Explanation
 from cnnzoo.analysis.summary import summarize
 from cnnzoo.checks import check_int
 from cnnzoo.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from cnnzoo.data.preprocessing import Preprocessing
 
 VALUES_SHOWN = 5
 
@@ -79,6 +83,33 @@ def forward_walk(
     Raises:
         UnknownModelError, WeightsError, InvalidArgumentError: a bad name, file or index.
     """
+    name, net, pre, raw, label = _digit_and_model(model, weights, index, seed)
+    image = pre.prepare(raw)
+    x = image.unsqueeze(0)  # (1, C, H, W)
+    rows = summarize(net, tuple(image.shape)).layers
+    walk = ForwardWalk(
+        name, None if weights is None else str(weights), index, label, pre.describe()
+    )
+    walk.steps.append(_step("input", "image", "", x))
+    calls, logits = _leaf_calls(net, x)
+    names = [r.name for r in rows]
+    if [c[0] for c in calls] != names:  # the analyzer and this walk see the same calls
+        raise AssertionError(f"calls {[c[0] for c in calls]} differ from the rows {names}")
+    previous = x
+    for row, (call, kind, given, out) in zip(rows, calls, strict=True):
+        if given.shape != previous.shape and given.numel() == previous.numel():
+            walk.steps.append(_step("(flatten)", "flatten", row.block, given))
+        walk.steps.append(_step(call, kind, row.block, out))
+        previous = out
+    walk.probabilities = torch.softmax(logits[0].double(), 0).tolist()
+    return walk
+
+
+def _digit_and_model(
+    model: str, weights: str | os.PathLike[str] | None, index: int, seed: int
+) -> tuple[str, nn.Module, Preprocessing, torch.Tensor, int]:
+    """The model (loaded, or random with ``seed``), its preprocessing, and validation digit
+    ``index`` as read (1×8×8 in [0, 1]) with its label."""
     from cnnzoo.data.datasets import DIGITS_VAL, ArrayDataset, load_dataset
     from cnnzoo.data.preprocessing import channel_order
     from cnnzoo.models import build_model, get_spec
@@ -90,7 +121,7 @@ def forward_walk(
             f"{DIGITS_VAL - 1}."
         )
     # At its native 8×8 the bundle keeps the images as read, in [0, 1]: one of them is prepared
-    # below, rather than the whole split at the model's size (a GB for 3×224×224).
+    # by the caller, rather than the whole split at the model's size (a GB for 3×224×224).
     native = load_dataset("digits")
     assert isinstance(native.val, ArrayDataset)  # digits are held in memory
     raw, label = native.val.images[index], int(native.val.labels[index])  # (1, 8, 8)
@@ -98,28 +129,27 @@ def forward_walk(
         from cnnzoo.weights import load_weights
 
         net, report = load_weights(model, weights)
-        name, pre = report.model, net.pretrained_cfg
-    else:
-        spec = get_spec(model)
-        name = spec.name
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_model(name)
-        c, h, w = spec.input_size
-        # What load_dataset("digits", image_size=h, in_chans=c) prepares: the statistics of
-        # the training split at its native size, gray repeated to c channels.
-        assert native.preprocessing is not None  # load_dataset always sets it
-        pre = replace(
-            native.preprocessing, input_size=(c, h, w), channel_order=channel_order(c),
-            mean=native.mean * c, std=native.std * c,
-        )  # fmt: skip
-    image = pre.prepare(raw)
-    x = image.unsqueeze(0)  # (1, C, H, W)
-    rows = summarize(net, tuple(image.shape)).layers
-    walk = ForwardWalk(
-        name, None if weights is None else str(weights), index, label, pre.describe()
-    )
-    walk.steps.append(_step("input", "image", "", x))
+        return report.model, net, net.pretrained_cfg, raw, label
+    spec = get_spec(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model(spec.name)
+    c, h, w = spec.input_size
+    # What load_dataset("digits", image_size=h, in_chans=c) prepares: the statistics of the
+    # training split at its native size, gray repeated to c channels.
+    assert native.preprocessing is not None  # load_dataset always sets it
+    pre = replace(
+        native.preprocessing, input_size=(c, h, w), channel_order=channel_order(c),
+        mean=native.mean * c, std=native.std * c,
+    )  # fmt: skip
+    return spec.name, net, pre, raw, label
+
+
+def _leaf_calls(
+    net: nn.Module, x: torch.Tensor
+) -> tuple[list[tuple[str, str, torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Every leaf module's call in execution order (name, type, input, output) and the logits,
+    from one forward pass in eval mode (the model's mode and hooks left as they were)."""
     calls: list[tuple[str, str, torch.Tensor, torch.Tensor]] = []
     leaves = {n: m for n, m in net.named_modules() if not list(m.children())}
 
@@ -140,17 +170,7 @@ def forward_walk(
         for handle in handles:
             handle.remove()
         net.train(was_training)
-    names = [r.name for r in rows]
-    if [c[0] for c in calls] != names:  # the analyzer and this walk see the same calls
-        raise AssertionError(f"calls {[c[0] for c in calls]} differ from the rows {names}")
-    previous = x
-    for row, (call, kind, given, out) in zip(rows, calls, strict=True):
-        if given.shape != previous.shape and given.numel() == previous.numel():
-            walk.steps.append(_step("(flatten)", "flatten", row.block, given))
-        walk.steps.append(_step(call, kind, row.block, out))
-        previous = out
-    walk.probabilities = torch.softmax(logits[0].double(), 0).tolist()
-    return walk
+    return calls, logits
 
 
 def render_forward(walk: ForwardWalk) -> Explanation:

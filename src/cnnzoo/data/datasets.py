@@ -26,6 +26,7 @@ from cnnzoo.data.imagefolder import (
     VAL_FRACTION,
     ImageDataset,
     ImageFolderDataset,
+    ScanReport,
     check_validation,
     gray_folder,
     scan_imagefolder,
@@ -636,6 +637,31 @@ def _mean_std(
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def _imagefolder_split(
+    report: ScanReport, val_fraction: float | None, notes: list[str]
+) -> tuple[list, list]:
+    """The training and validation records: the train/ and val/ folders, or a fixed stratified
+    split; each class must keep images on both sides (one line naming those that do not)."""
+    if report.layout == "train/val":
+        if val_fraction is not None:
+            raise InvalidArgumentError(
+                f"{report.root} is split by its train/ and val/ folders: leave --val-fraction "
+                "out (or merge the folders to split by a fraction)."
+            )
+        train = [r for r in report.images if r.split == "train"]
+        val = [r for r in report.images if r.split == "val"]
+        notes.append(f"split: the folders train/ and val/ ({len(train):,}/{len(val):,} images)")
+    else:
+        fraction = VAL_FRACTION if val_fraction is None else val_fraction
+        train, val = split_records(report.images, report.class_names, fraction)
+        notes.append(
+            f"split {len(train):,}/{len(val):,} stratified ({fraction:.0%} of each class to "
+            f"validation), seed {SPLIT_SEED}; fixed, independent of the run's seed"
+        )
+    check_validation(report, train, val)
+    return train, val
+
+
 def _load_imagefolder(
     name: str,
     folder: Path,
@@ -656,24 +682,7 @@ def _load_imagefolder(
             "least 2, so add a folder of images for each other class."
         )
     notes = [f"imagefolder: {len(report.class_names)} classes from {report.root}"]
-    if report.layout == "train/val":
-        if val_fraction is not None:
-            raise InvalidArgumentError(
-                f"{report.root} is split by its train/ and val/ folders: leave --val-fraction "
-                "out (or merge the folders to split by a fraction)."
-            )
-        train = [r for r in report.images if r.split == "train"]
-        val = [r for r in report.images if r.split == "val"]
-        notes.append(f"split: the folders train/ and val/ ({len(train):,}/{len(val):,} images)")
-        check_validation(report, train, val)
-    else:
-        fraction = VAL_FRACTION if val_fraction is None else val_fraction
-        train, val = split_records(report.images, report.class_names, fraction)
-        check_validation(report, train, val)
-        notes.append(
-            f"split {len(train):,}/{len(val):,} stratified ({fraction:.0%} of each class to "
-            f"validation), seed {SPLIT_SEED}; fixed, independent of the run's seed"
-        )
+    train, val = _imagefolder_split(report, val_fraction, notes)
     notes += [f"ignored hidden {'folder' if p.is_dir() else 'file'} {p}" for p in report.hidden]
     notes += [f"ignored non-image file {p}" for p in report.non_images]
     notes += [f"ignored file outside class folders {p}" for p in report.stray]
