@@ -140,10 +140,11 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
-def cmd_train(args: argparse.Namespace, console: Console) -> None:
+def cmd_train(args: argparse.Namespace, console: Console) -> int | None:
     from dataclasses import fields
 
     from cnnzoo.training.config import TrainConfig, read_config_file
+    from cnnzoo.training.signals import EXIT_INTERRUPTED, resume_command
     from cnnzoo.training.trainer import fit
 
     options = read_config_file(args.config) if args.config else {}
@@ -153,6 +154,15 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             options[f.name] = value
     config = TrainConfig(**options)
     result = fit(config, argv=sys.argv, reporter=EpochProgress(console, config.quiet))
+    if result.interrupted is not None:  # a signal: the checkpoint is written; say how to go on
+        if result.main_process:
+            command = resume_command(args.argv, result.world_size)
+            print(
+                f"stopped by {result.interrupted}; checkpoint {result.out / 'last.pt'}; "
+                f"resume with: {command}",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
     if result.main_process and not config.quiet:
         final = result.final
         console.print(
@@ -160,6 +170,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             f"{final['epoch']}; weights, metrics, curves.png and confusion.png in {result.out}",
             highlight=False,
         )
+    return None
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -201,7 +212,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--out", help=f"output folder ({d.out})")
-    p.add_argument("--resume", action="store_true", default=None, help="continue --out's run")
+    p.add_argument(
+        "--resume", nargs="?", const=True, default=None, metavar="auto",
+        help="continue --out's run; with auto, also start it when --out holds none (torchrun "
+        "restarts)",
+    )  # fmt: skip
+    p.add_argument(
+        "--checkpoint-every", type=int, help="also checkpoint every N steps, mid-epoch (0: off)"
+    )
     p.add_argument("--num-workers", type=int, help=f"data-loading processes ({d.num_workers})")
     p.add_argument("--quiet", action="store_true", default=None, help="print errors only")
     p.add_argument("--weights", help="start from this weight file (docs/weights.md)")

@@ -72,6 +72,16 @@ def all_finite(value: float, info: Dist) -> bool:
     return all_reduce_sum(bad, info).item() == 0
 
 
+def agree(loss: float, stop: bool, info: Dist) -> tuple[bool, bool]:
+    """Whether ``loss`` is finite on every process, and whether any process was asked to stop
+    (a signal): the two questions of every training step, in one all-reduce."""
+    if not info.enabled:
+        return math.isfinite(loss), stop
+    flags = torch.tensor([0.0 if math.isfinite(loss) else 1.0, float(stop)], dtype=torch.float64)
+    bad, stops = all_reduce_sum(flags, info).tolist()
+    return bad == 0, stops > 0
+
+
 def any_true(flag: bool, info: Dist) -> bool:
     """Whether ``flag`` is set on any process (e.g. rank 0's reporter says stop), for every
     process."""
