@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -558,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    program = argv is None  # the process itself, not a caller (tests, scripts)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--version"]:
         # Answered before the parser is built: building it imports torch (seconds), and
@@ -575,4 +577,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnzooError as err:
         print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    if program:
+        _exit_now_if_interrupted(code)
     return code or 0
+
+
+def _exit_now_if_interrupted(code: int | None) -> None:
+    """A run stopped by a signal exits at once: a preempted job has seconds left (the
+    scheduler's grace period), everything that matters is on disk and fsynced, and the
+    interpreter's teardown of torch alone takes seconds on a busy machine. Only when ``main``
+    is the program (a caller passing ``argv`` gets the code back)."""
+    from cnnzoo.training.signals import EXIT_INTERRUPTED
+
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -468,7 +468,8 @@ def _train_epochs(
 ) -> tuple[EvalStats | None, bool]:
     """The epochs: train, evaluate, record, checkpoint. Returns the last evaluation (``None``
     when no epoch ran) and whether the reporter stopped the run early. A signal stops it after
-    the current step, with a checkpoint there (``run.interrupted`` says where)."""
+    the current step (or the next epoch's first, when it came between steps), with a checkpoint
+    there (``run.interrupted`` says where)."""
     config, data, info = run.config, run.data, run.info
     assert run.net is not None  # _wrap ran before the epochs
     stats = None
@@ -476,9 +477,6 @@ def _train_epochs(
         # Every process asks, so that all stop together (only rank 0's reporter can say yes).
         if distributed.any_true(reporter.should_stop(run.history), info):
             return stats, True
-        if distributed.any_true(signals.requested(), info):  # between epochs: saved already
-            run.interrupted = f"{signals.name} after epoch {epoch - 1}"
-            return stats, False
         # A resumed epoch goes on from its checkpoint's position: the loader starts at the
         # next batch of the same order, the sums where they were.
         position, run.position = run.position or Position(epoch, _lr(run)), None
