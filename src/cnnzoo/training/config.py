@@ -152,8 +152,8 @@ def check_option(name: str, value: object, option: Option) -> None:
         if option.choices and not isinstance(value, bool) and value not in option.choices:
             words = " or ".join(option.choices)
             raise InvalidArgumentError(
-                f"{flag} takes no value or {words} (in a config file: true, false or "
-                f'"{words}"), got {value!r}.'
+                f"{flag} takes no value or {words}, got {value!r} (in a config file: true, "
+                f'false or "{words}").'
             )
         if not isinstance(value, bool) and value not in option.choices:
             key = name.replace("_", "-")

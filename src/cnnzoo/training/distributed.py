@@ -45,7 +45,18 @@ def init(device_type: str) -> Dist:
     if world_size == 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend_for(device_type))
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend=backend_for(device_type))
+        else:
+            # torchrun's store outlives a restart, and with it the addresses the failed
+            # group's processes published there: a restarted process could read a dead
+            # peer's and fail to connect. Each attempt gets keys of its own.
+            store, rank, world_size = next(dist.rendezvous("env://"))
+            store = dist.PrefixStore(f"cnnzoo/attempt{restart}/", store)
+            dist.init_process_group(
+                backend=backend_for(device_type), store=store, rank=rank, world_size=world_size
+            )
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
 
