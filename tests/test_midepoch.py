@@ -325,27 +325,12 @@ def test_torchrun_restarts_a_killed_worker_and_ends_as_the_uninterrupted_run(zyg
     ranks[1]["log"] = str(tmp_path / "ddp1.log")
     zygote.start(*ranks)
     assert zygote.wait() == [0, 0], _log(reference)
-    # The same under torchrun, rank 1 SIGKILLed in epoch 2 (after the checkpoint of step 5):
-    # torchrun restarts both, and --resume auto continues from that checkpoint.
+    # The same under torch's elastic agent (torchrun's), rank 1 SIGKILLed in epoch 2 after the
+    # checkpoint of step 5: the agent restarts both, and --resume auto continues from there.
     out = tmp_path / "elastic"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CNNZOO_FAULT="kill:epoch=2:step=8:rank=1")
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "--max-restarts",
-        "1",
-        "--monitor-interval",
-        "0.1",
-    ]
-    proc = subprocess.run(
-        [*torchrun, "-m", "cnnzoo", *BASE, "--out", str(out), "--checkpoint-every", "5",
-         "--resume", "auto"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "exitcode: -9" in proc.stderr  # the kill happened, and the group came back
+    run = _run(out, "--checkpoint-every", "5", "--resume", "auto",
+               fault="kill:epoch=2:step=8:rank=1")  # fmt: skip
+    zygote.start(run | {"elastic": {"nproc": 2, "max_restarts": 1}})
+    assert zygote.wait() == [0], _log(out)
+    assert "exitcode: -9" in _log(out)  # the kill happened, and the group came back
     assert_same_run(reference, out)  # bitwise: gloo adds two numbers the same way every time

@@ -9,7 +9,10 @@ gets its own signals) that runs `cnnzoo` as the program would (``cli.main()`` wi
 Protocol, one JSON object per line on stdin: ``{"runs": [{"argv": [...], "env": {...},
 "log": PATH}, ...]}`` starts the runs together (the ranks of a distributed run) and answers
 ``{"pids": [...]}`` at once, then ``{"codes": [...]}`` when all have ended (negative: killed by
-that signal, as ``subprocess`` says).
+that signal, as ``subprocess`` says). A run with ``"elastic": {"nproc": N, "max_restarts": R}``
+is torchrun's: the child runs torch's elastic agent (``elastic_launch``, what ``torchrun
+--standalone --nproc-per-node N --max-restarts R`` runs) with workers forked from it instead of
+started as fresh interpreters.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _child(run: dict) -> None:
     os.dup2(fd, 2)
     sys.argv = ["cnnzoo", *run["argv"]]
     try:
-        code = main()
+        code = _elastic(run["argv"], **run["elastic"]) if "elastic" in run else main()
     except SystemExit as exit_:  # argparse
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:
@@ -48,6 +51,27 @@ def _child(run: dict) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _worker(argv: list[str]) -> None:
+    sys.argv = ["cnnzoo", *argv]
+    code = main()
+    if code:
+        raise SystemExit(code)
+
+
+def _elastic(argv: list[str], nproc: int, max_restarts: int) -> int:
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
+        monitor_interval=0.1, start_method="fork",
+    )  # fmt: skip
+    elastic_launch(config, _worker)(argv)  # raises ChildFailedError when it gives up
+    return 0
 
 
 def _code(status: int) -> int:
