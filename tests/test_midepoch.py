@@ -213,6 +213,33 @@ def test_signal_handlers_are_restored_and_the_resume_command_is_exact():
     assert resume_command(["train", "--resume", "auto"]) == "cnnzoo train --resume auto"
 
 
+def test_a_mid_epoch_checkpoint_resumes_only_with_the_processes_that_wrote_it():
+    from cnnzoo.errors import CheckpointError
+    from cnnzoo.training.distributed import Dist
+    from cnnzoo.training.trainer import _position_from
+
+    record = {"epoch": 2, "lr": 0.1, "step": 5, "seconds": 1.0, "shards": [[3.0, 2, 4]] * 2}
+    assert _position_from(record, Path("r/last.pt"), Dist(1, 1, 2)).images == 4
+    with pytest.raises(CheckpointError, match="written by 2 processes in the middle of epoch 2"):
+        _position_from(record, Path("r/last.pt"), Dist())
+
+
+def test_a_signal_inside_compare_stops_the_comparison(tmp_path, monkeypatch, capsys):
+    from cnnzoo.cli import main
+    from cnnzoo.compare import runs
+    from cnnzoo.training.trainer import RunResult
+
+    def interrupted_fit(config, **kwargs):
+        return RunResult(Path(config.out), [], interrupted="SIGTERM at epoch 1, step 3 of 23")
+
+    monkeypatch.setattr(runs, "fit", interrupted_fit)
+    code = main(["compare", "--models", "lenet5", "--epochs", "1", "--out", str(tmp_path)])
+    assert code == EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cnnzoo compare: lenet5 (seed 0) stopped by SIGTERM at epoch 1")
+    assert err[-1].endswith("run the same command again to resume.")
+
+
 # --- mid-epoch checkpoints, signals, kills -----------------------------------------------------
 
 
@@ -247,7 +274,8 @@ def test_sigterm_stops_after_the_step_saves_and_exits_75_within_2_s(zygote, refe
     assert f"step {state['position']['step']} of {STEPS}" in lines[0]
     command = lines[0].split("resume with: ")[1].split()
     assert command[0] == "cnnzoo" and command[-1] == "--resume"
-    assert zygote.train(out, *command[2:][len(BASE) - 1 :]) == 0, _log(out)
+    zygote.start({"argv": command[1:], "env": {}, "log": str(tmp_path / "resumed.log")})
+    assert zygote.wait() == [0], (tmp_path / "resumed.log").read_text()[-3000:]  # as printed
     assert_same_run(reference[2], out)
 
 
@@ -313,24 +341,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_restarts_a_killed_worker_and_ends_as_the_uninterrupted_run(zygote, tmp_path):
-    # The uninterrupted 2-process run: the two ranks started by hand (torchrun's environment),
-    # forked by the zygote.
-    reference, port = tmp_path / "ddp", str(_free_port())
-    ranks = [
-        _run(reference, env={"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-        for r in (0, 1)
-    ]  # fmt: skip
-    ranks[1]["log"] = str(tmp_path / "ddp1.log")
-    zygote.start(*ranks)
-    assert zygote.wait() == [0, 0], _log(reference)
-    # The same under torch's elastic agent (torchrun's), rank 1 SIGKILLed in epoch 2 after the
-    # checkpoint of step 5: the agent restarts both, and --resume auto continues from there.
+def _ranks(out: Path, *extra: str, fault: str | None = None) -> list[dict]:
+    """The two processes of a distributed run, with torchrun's environment set by hand."""
+    port = str(_free_port())
+    ranks = []
+    for r in (0, 1):
+        env = {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+        ranks.append(_run(out, *extra, fault=fault, env=env))
+    ranks[1]["log"] = str(out.parent / f"{out.name}.rank1.log")
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(zygote, tmp_path_factory) -> Path:
+    """The uninterrupted 2-process run."""
+    out = tmp_path_factory.mktemp("ddp") / "full"
+    zygote.start(*_ranks(out))
+    assert zygote.wait() == [0, 0], _log(out)
+    return out
+
+
+def test_sigterm_to_one_process_stops_both_after_the_same_step(zygote, ddp_reference, tmp_path):
+    out = tmp_path / "run"
+    pids = zygote.start(*_ranks(out, "--checkpoint-every", "5"))
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists():
+        assert time.monotonic() < deadline, _log(out)
+        time.sleep(0.02)
+    os.kill(pids[1], signal.SIGTERM)  # rank 1 only: rank 0 hears of it in the step's all-reduce
+    assert zygote.wait() == [EXIT_INTERRUPTED, EXIT_INTERRUPTED], _log(out)
+    [line] = _log(out).strip().splitlines()  # rank 0 speaks, once
+    assert line.startswith("stopped by") and "--resume" in line
+    assert "torchrun --nproc-per-node 2 -m cnnzoo train" in line
+    zygote.start(*_ranks(out, "--checkpoint-every", "5", "--resume"))
+    assert zygote.wait() == [0, 0], _log(out)
+    assert_same_run(ddp_reference, out)
+
+
+def test_torchrun_restarts_a_killed_worker_and_ends_as_the_uninterrupted_run(
+    zygote, ddp_reference, tmp_path
+):
+    # torch's elastic agent (torchrun's), rank 1 SIGKILLed in epoch 2 after the checkpoint of
+    # step 5: the agent restarts both, and --resume auto continues from there.
     out = tmp_path / "elastic"
     run = _run(out, "--checkpoint-every", "5", "--resume", "auto",
                fault="kill:epoch=2:step=8:rank=1")  # fmt: skip
     zygote.start(run | {"elastic": {"nproc": 2, "max_restarts": 1}})
     assert zygote.wait() == [0], _log(out)
     assert "exitcode: -9" in _log(out)  # the kill happened, and the group came back
-    assert_same_run(reference, out)  # bitwise: gloo adds two numbers the same way every time
+    assert_same_run(ddp_reference, out)  # bitwise: gloo adds two numbers the same way each time

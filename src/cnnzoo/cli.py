@@ -16,7 +16,7 @@ from typing import NoReturn
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from cnnzoo.errors import CnnzooError, InvalidArgumentError
+from cnnzoo.errors import EXIT_INTERRUPTED, CnnzooError, Interrupted, InvalidArgumentError
 from cnnzoo.progress import EpochProgress
 
 
@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int | None:
     from dataclasses import fields
 
     from cnnzoo.training.config import TrainConfig, read_config_file
-    from cnnzoo.training.signals import EXIT_INTERRUPTED, resume_command
+    from cnnzoo.training.signals import resume_command
     from cnnzoo.training.trainer import fit
 
     options = read_config_file(args.config) if args.config else {}
@@ -577,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnzooError as err:
         print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:  # a signal stopped a run inside the command (compare)
+        print(f"cnnzoo {args.command}: {err}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     if program:
         _exit_now_if_interrupted(code)
     return code or 0
@@ -587,8 +590,6 @@ def _exit_now_if_interrupted(code: int | None) -> None:
     scheduler's grace period), everything that matters is on disk and fsynced, and the
     interpreter's teardown of torch alone takes seconds on a busy machine. Only when ``main``
     is the program (a caller passing ``argv`` gets the code back)."""
-    from cnnzoo.training.signals import EXIT_INTERRUPTED
-
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()

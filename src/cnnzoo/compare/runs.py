@@ -31,6 +31,7 @@ from cnnzoo.errors import CheckpointError
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.progress import Reporter
 from cnnzoo.training.config import TrainConfig
+from cnnzoo.training.signals import Interrupted
 from cnnzoo.training.trainer import fit, step_seconds
 
 MARKER = "compare.json"  # the comparison's own record beside the trainer's files
@@ -196,6 +197,11 @@ def train_run(
     result = fit(
         config, argv=_train_command(config), reporter=_RunReporter(reporter, plan.budget_seconds)
     )
+    if result.interrupted is not None:  # a signal: the comparison stops too (a rerun resumes)
+        raise Interrupted(
+            f"{model} (seed {seed}) stopped by {result.interrupted}, its checkpoint in {out}: "
+            "run the same command again to resume."
+        )
     if result.stopped:  # the budget ended it before the planned epochs: finished as it is
         marker["stopped_by_budget"] = True
         atomic_write_text(out / MARKER, json.dumps(marker, indent=1) + "\n")

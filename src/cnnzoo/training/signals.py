@@ -4,7 +4,7 @@ Schedulers (Slurm, Kubernetes, spot instances) preempt a job with SIGTERM and ki
 period later; Ctrl-C sends SIGINT. Within :func:`stop_on_signals`, the first of either only sets
 a flag that the training loop reads after every step (under torchrun, every process reduces it
 with the step's loss check, so all stop after the same step); the trainer then writes a
-mid-epoch checkpoint and :func:`cnnzoo.training.fit` returns, and ``cnnzoo train`` exits with
+mid-epoch checkpoint and :func:`cnnzoo.training.trainer.fit` returns, and ``cnnzoo train`` exits with
 :data:`EXIT_INTERRUPTED`. A second signal ends the process at once, as if nothing had caught
 the first (what a user who presses Ctrl-C twice means). The previous handlers come back when
 the block ends: ``fit`` is a library call too.
@@ -20,10 +20,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
-# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry". Distinct from
-# 0 (done), 1 (a crash), 2 (a bad option) and the shell's 128 + N for a process the signal
-# killed (143, 130): a job script can requeue on 75 and only on 75.
-EXIT_INTERRUPTED = 75
+from cnnzoo.errors import EXIT_INTERRUPTED, Interrupted
+
+__all__ = ["EXIT_INTERRUPTED", "Interrupted", "StopRequest", "resume_command", "stop_on_signals"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
