@@ -4,10 +4,10 @@ Schedulers (Slurm, Kubernetes, spot instances) preempt a job with SIGTERM and ki
 period later; Ctrl-C sends SIGINT. Within :func:`stop_on_signals`, the first of either only sets
 a flag that the training loop reads after every step (under torchrun, every process reduces it
 with the step's loss check, so all stop after the same step); the trainer then writes a
-mid-epoch checkpoint and :func:`cnnzoo.training.trainer.fit` returns, and ``cnnzoo train`` exits with
-:data:`EXIT_INTERRUPTED`. A second signal ends the process at once, as if nothing had caught
-the first (what a user who presses Ctrl-C twice means). The previous handlers come back when
-the block ends: ``fit`` is a library call too.
+mid-epoch checkpoint and :func:`cnnzoo.training.trainer.fit` returns, and ``cnnzoo train``
+exits with :data:`EXIT_INTERRUPTED`. A second signal ends the process at once, as if nothing had
+caught the first (what a user who presses Ctrl-C twice means). The previous handlers come back
+when the block ends: ``fit`` is a library call too.
 """
 
 from __future__ import annotations
