@@ -27,11 +27,10 @@ from typing import Any
 from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan
 from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.data import DataBundle
-from cnnzoo.errors import CheckpointError
+from cnnzoo.errors import CheckpointError, Interrupted
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.progress import Reporter
 from cnnzoo.training.config import TrainConfig
-from cnnzoo.training.signals import Interrupted
 from cnnzoo.training.trainer import fit, step_seconds
 
 MARKER = "compare.json"  # the comparison's own record beside the trainer's files
