@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -15,7 +16,7 @@ from typing import NoReturn
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from cnnzoo.errors import CnnzooError, InvalidArgumentError
+from cnnzoo.errors import EXIT_INTERRUPTED, CnnzooError, Interrupted, InvalidArgumentError
 from cnnzoo.explain_cli import add_topics as add_mechanism_topics
 from cnnzoo.progress import EpochProgress
 
@@ -147,11 +148,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
-def cmd_train(args: argparse.Namespace, console: Console) -> None:
+def cmd_train(args: argparse.Namespace, console: Console) -> int | None:
     from dataclasses import fields
 
     from cnnzoo.training.config import TrainConfig, read_config_file
     from cnnzoo.training.resume import resume_options
+    from cnnzoo.training.signals import resume_command
     from cnnzoo.training.trainer import fit
 
     options = read_config_file(args.config) if args.config else {}
@@ -163,6 +165,15 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
         options = resume_options(options.get("out", TrainConfig.out), options)
     config = TrainConfig(**options)
     result = fit(config, argv=sys.argv, reporter=EpochProgress(console, config.quiet))
+    if result.interrupted is not None:  # a signal: the checkpoint is written; say how to go on
+        if result.main_process:
+            command = resume_command(args.argv, result.world_size)
+            print(
+                f"stopped by {result.interrupted}; checkpoint {result.out / 'last.pt'}; "
+                f"resume with: {command}",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
     if result.main_process and not config.quiet:
         final = result.final
         console.print(
@@ -170,6 +181,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
             f"{final['epoch']}; weights, metrics, curves.png and confusion.png in {result.out}",
             highlight=False,
         )
+    return None
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -214,7 +226,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--out", help=f"output folder ({d.out})")
-    p.add_argument("--resume", action="store_true", default=None, help="continue --out's run")
+    p.add_argument(
+        "--resume", nargs="?", const=True, default=None, metavar="auto",
+        help="continue --out's run; with auto, also start it when --out holds none (torchrun "
+        "restarts)",
+    )  # fmt: skip
+    p.add_argument(
+        "--checkpoint-every", type=int, help="also checkpoint every N steps, mid-epoch (0: off)"
+    )
     p.add_argument("--num-workers", type=int, help=f"data-loading processes ({d.num_workers})")
     p.add_argument("--quiet", action="store_true", default=None, help="print errors only")
     p.add_argument("--weights", help="start from this weight file (docs/weights.md)")
@@ -556,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    program = argv is None  # the process itself, not a caller (tests, scripts)
     argv = list(sys.argv[1:] if argv is None else argv)
     # The parser imports no torch (its choices come from cnnzoo.choices): --help, --version and
     # every usage error answer at once, and even where torch is broken.
@@ -568,4 +588,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnzooError as err:
         print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:  # a signal stopped a run inside the command (compare)
+        print(f"cnnzoo {args.command}: {err}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    if program:
+        _exit_now_if_interrupted(code)
     return code or 0
+
+
+def _exit_now_if_interrupted(code: int | None) -> None:
+    """A run stopped by a signal exits at once: a preempted job has seconds left (the
+    scheduler's grace period), everything that matters is on disk and fsynced, and the
+    interpreter's teardown of torch alone takes seconds on a busy machine. Only when ``main``
+    is the program (a caller passing ``argv`` gets the code back)."""
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -1,10 +1,21 @@
 """Errors a user can cause. Each carries one sentence naming what is wrong and how to fix it.
 
 The CLI prints ``str(error)`` on one line and exits with code 2; programming errors are left to
-raise normally so that they show a traceback.
+raise normally so that they show a traceback. :class:`Interrupted` is no error but a stop the
+CLI reports the same way, with its own exit code.
 """
 
 from __future__ import annotations
+
+# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry". Distinct from
+# 0 (done), 1 (a crash), 2 (a bad option) and the shell's 128 + N for a process a signal killed
+# (143, 130): a job script can requeue on 75 and only on 75.
+EXIT_INTERRUPTED = 75
+
+
+class Interrupted(Exception):
+    """A signal stopped a run that a larger command started (``compare``): that command stops
+    too, and ``cnnzoo`` exits with :data:`EXIT_INTERRUPTED` (rerunning it resumes)."""
 
 
 class CnnzooError(Exception):

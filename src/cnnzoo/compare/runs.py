@@ -27,7 +27,7 @@ from typing import Any
 from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan
 from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.data import DataBundle
-from cnnzoo.errors import CheckpointError
+from cnnzoo.errors import CheckpointError, Interrupted
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.progress import Reporter
 from cnnzoo.training.config import TrainConfig
@@ -196,6 +196,11 @@ def train_run(
     result = fit(
         config, argv=_train_command(config), reporter=_RunReporter(reporter, plan.budget_seconds)
     )
+    if result.interrupted is not None:  # a signal: the comparison stops too (a rerun resumes)
+        raise Interrupted(
+            f"{model} (seed {seed}) stopped by {result.interrupted}, its checkpoint in {out}: "
+            "run the same command again to resume."
+        )
     if result.stopped:  # the budget ended it before the planned epochs: finished as it is
         marker["stopped_by_budget"] = True
         atomic_write_text(out / MARKER, json.dumps(marker, indent=1) + "\n")

@@ -56,12 +56,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: Path, checkpoint: dict[str, Any], epoch: int) -> None:
-    """Save ``checkpoint`` atomically; honours ``CNNZOO_FAULT=kill:checkpoint:epoch=E``."""
+def save(path: Path, checkpoint: dict[str, Any], epoch: int, step: int = 0) -> None:
+    """Save ``checkpoint`` atomically; honours ``CNNZOO_FAULT=kill:checkpoint:epoch=E[:step=S]``
+    (``step``: 0 for the checkpoint at the end of ``epoch``, S for the one after its step S)."""
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     fault = faults.from_env()
-    halfway = fault is not None and fault.in_checkpoint and fault.epoch == epoch
+    halfway = fault is not None and fault.kills_in_checkpoint(epoch, step)
     atomic_write_bytes(path, buffer.getvalue(), faults.kill if halfway else None)
 
 

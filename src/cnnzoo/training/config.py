@@ -25,8 +25,8 @@ class Option:
     """How one option of :class:`TrainConfig` is checked.
 
     Attributes:
-        kind: ``"int"``, ``"number"`` (int or float, finite), ``"bool"``, ``"text"`` or
-            ``"choice"`` (one of ``choices``).
+        kind: ``"int"``, ``"number"`` (int or float, finite), ``"bool"`` (or one of
+            ``choices``: ``--resume auto``), ``"text"`` or ``"choice"`` (one of ``choices``).
         low: the smallest value allowed (``None``: no bound).
         above: ``low`` itself is not allowed (``lr > 0``).
         below: values must be smaller than this (``label_smoothing < 1``).
@@ -76,7 +76,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     out: str = "runs/latest"
-    resume: bool = False
+    resume: bool | str = False  # True: must resume; "auto": resume if --out holds a run
+    checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
     num_workers: int = 0
     quiet: bool = False
     aux_weight: float = 0.3
@@ -127,7 +128,8 @@ OPTIONS: dict[str, Option] = {
     "channels_last": Option("bool"),
     "compile": Option("bool"),
     "out": Option("text"),
-    "resume": Option("bool"),
+    "resume": Option("bool", choices=("auto",)),
+    "checkpoint_every": Option("int", low=0),
     "num_workers": Option("int", low=0),
     "quiet": Option("bool"),
     "aux_weight": Option("number", low=0),
@@ -146,7 +148,13 @@ def check_option(name: str, value: object, option: Option) -> None:
     if option.kind == "choice":
         check_choice(flag, value, option.choices)
     elif option.kind == "bool":
-        if not isinstance(value, bool):
+        if option.choices and not isinstance(value, bool) and value not in option.choices:
+            words = " or ".join(option.choices)
+            raise InvalidArgumentError(
+                f"{flag} takes no value or {words}, got {value!r} (in a config file: true, "
+                f'false or "{words}").'
+            )
+        if not isinstance(value, bool) and value not in option.choices:
             key = name.replace("_", "-")
             raise InvalidArgumentError(
                 f"{flag} must be true or false, got {value!r} (in a config file: {key} = true, "

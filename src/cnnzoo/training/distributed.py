@@ -45,7 +45,18 @@ def init(device_type: str) -> Dist:
     if world_size == 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend_for(device_type))
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend=backend_for(device_type))
+        else:
+            # torchrun's store outlives a restart, and with it the addresses the failed
+            # group's processes published there: a restarted process could read a dead
+            # peer's and fail to connect. Each attempt gets keys of its own.
+            store, rank, world_size = next(dist.rendezvous("env://"))
+            store = dist.PrefixStore(f"cnnzoo/attempt{restart}/", store)
+            dist.init_process_group(
+                backend=backend_for(device_type), store=store, rank=rank, world_size=world_size
+            )
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
 
@@ -70,6 +81,16 @@ def all_finite(value: float, info: Dist) -> bool:
         return math.isfinite(value)
     bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
     return all_reduce_sum(bad, info).item() == 0
+
+
+def agree(loss: float, stop: bool, info: Dist) -> tuple[bool, bool]:
+    """Whether ``loss`` is finite on every process, and whether any process was asked to stop
+    (a signal): the two questions of every training step, in one all-reduce."""
+    if not info.enabled:
+        return math.isfinite(loss), stop
+    flags = torch.tensor([0.0 if math.isfinite(loss) else 1.0, float(stop)], dtype=torch.float64)
+    bad, stops = all_reduce_sum(flags, info).tolist()
+    return bad == 0, stops > 0
 
 
 def any_true(flag: bool, info: Dist) -> bool:

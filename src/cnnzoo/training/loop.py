@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnzoo.errors import TrainingDivergedError
 from cnnzoo.training import fault as faults
-from cnnzoo.training.distributed import Dist, all_finite, all_reduce_sum
+from cnnzoo.training.distributed import Dist, agree, all_reduce_sum
 
 
 @dataclass
@@ -22,6 +22,7 @@ class EpochStats:
     acc: float
     images: int
     seconds: float
+    stopped: bool = False  # a signal ended the epoch early: the figures are of a part of it
 
 
 @dataclass
@@ -31,6 +32,21 @@ class EvalStats:
     top5: float | None
     confusion: torch.Tensor  # (classes, classes): rows true class, columns prediction
     images: int
+
+
+@dataclass
+class Position:
+    """How far a run is inside an epoch: the steps done and this process's sums so far. A
+    mid-epoch checkpoint holds it, so that a resumed epoch reports what an uninterrupted one
+    would (the loss sum is the same float, added in the same order)."""
+
+    epoch: int
+    lr: float  # at the epoch's start: metrics.jsonl's "lr"
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    images: int = 0
+    seconds: float = 0.0
 
 
 def _loss(
@@ -64,8 +80,18 @@ def train_one_epoch(
     amp: bool = False,
     channels_last: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    position: Position | None = None,
+    checkpoint_every: int = 0,
+    save: Callable[[Position], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> EpochStats:
     """Train for one pass over ``loader``; the scheduler steps once per optimisation step.
+
+    A resumed epoch passes the ``position`` its checkpoint held and a loader that starts after
+    its last step; the position is kept up to date as steps go. ``save(position)`` runs after
+    every ``checkpoint_every``-th step of the epoch (0: never) and after the step at which
+    ``stop_requested()`` (a signal) became true on any process; the epoch then ends there, its
+    statistics marked ``stopped``.
 
     Raises:
         TrainingDivergedError: the loss is NaN or infinite (checked every step: a wasted epoch
@@ -76,13 +102,14 @@ def train_one_epoch(
     """
     fault = faults.from_env()
     model.train()
-    # Sums kept as Python numbers (the loss is read every step anyway, for the NaN check) and a
-    # device tensor (correct predictions: no host sync for it); one tensor at the end.
-    loss_sum, count = 0.0, 0
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    start = time.perf_counter()
-    for step, (images, target) in enumerate(loader, start=1):
-        if fault and fault.kills_at(epoch, step):
+    pos = position if position is not None else Position(epoch, optimizer.param_groups[0]["lr"])
+    # Correct predictions stay a device tensor (no host sync per step) until a save reads them.
+    correct = torch.tensor(pos.correct, dtype=torch.int64, device=device)
+    start, seconds_before = time.perf_counter(), pos.seconds
+    last = pos.step + len(loader)  # the epoch's last step writes the epoch's own checkpoint
+    stop = False
+    for step, (images, target) in enumerate(loader, start=pos.step + 1):
+        if fault and fault.kills_at(epoch, step, dist.rank):
             faults.kill()
         images, target = images.to(device, non_blocking=True), target.to(device)
         if channels_last:
@@ -92,7 +119,9 @@ def train_one_epoch(
         if fault and fault.poisons(epoch, step, dist.rank):
             loss = loss * float("nan")
         loss_value = loss.item()
-        if not all_finite(loss_value, dist):  # every process asks, at every step
+        # Every process asks both questions at every step, in one all-reduce: all stop together.
+        finite, stop = agree(loss_value, stop_requested is not None and stop_requested(), dist)
+        if not finite:
             lr = optimizer.param_groups[0]["lr"]
             where = "" if math.isfinite(loss_value) else f"the loss became {loss_value} "
             if not where:  # this process's loss is fine; another's is not
@@ -107,16 +136,24 @@ def train_one_epoch(
         scheduler.step()
 
         n = target.numel()
-        loss_sum += loss_value * n
-        count += n
+        pos.step, pos.loss_sum, pos.images = step, pos.loss_sum + loss_value * n, pos.images + n
         correct += (logits.detach().argmax(1) == target).sum()
         if on_step is not None:
             on_step(n, loss_value)
-    seconds = time.perf_counter() - start
-    totals = torch.tensor([loss_sum, correct.item(), count], dtype=torch.float64)
+        due = checkpoint_every and step % checkpoint_every == 0 and step < last
+        if save is not None and (stop or due):
+            pos.correct = int(correct.item())
+            pos.seconds = seconds_before + time.perf_counter() - start
+            save(pos)
+        if stop:
+            break
+    seconds = seconds_before + time.perf_counter() - start
+    if stop:  # every process stopped at this step: the epoch's figures are never reported
+        return EpochStats(math.nan, math.nan, pos.images, seconds, stopped=True)
+    totals = torch.tensor([pos.loss_sum, correct.item(), pos.images], dtype=torch.float64)
     all_reduce_sum(totals, dist)
-    loss_sum, correct, count = totals.tolist()
-    return EpochStats(loss_sum / count, correct / count, int(count), seconds)
+    loss_sum, correct_sum, count = totals.tolist()
+    return EpochStats(loss_sum / count, correct_sum / count, int(count), seconds)
 
 
 @torch.no_grad()

@@ -65,10 +65,11 @@ RULES: dict[str, tuple[str, str]] = {
     "compile": (FREE, "the same computation, compiled"),
     "out": (NOT_A_RUN_OPTION, "the run's folder itself"),
     "resume": (NOT_A_RUN_OPTION, "asks for the resume"),
+    "checkpoint_every": (FREE, "when checkpoints are written, not what is computed"),
     "num_workers": (
         FREE,
-        "loading processes; with augmentation the random draws then differ from an "
-        "uninterrupted run's (each worker is seeded from its id)",
+        "loading processes; with augmentation, going from none to some (or back) changes the "
+        "random draws (batches loaded in workers are seeded from seed, epoch and batch number)",
     ),
     "quiet": (FREE, "console output only"),
     "aux_weight": (FIXED, "the loss being minimised changes"),

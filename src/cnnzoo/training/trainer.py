@@ -1,10 +1,11 @@
 """A whole training run: resolve the options, build data, model and optimizer, run the epochs,
 and leave everything in ``--out`` (config, metrics, checkpoints, weights, plots).
 
-Exact resume: each epoch's data order and augmentations are seeded from (seed, epoch[, worker]),
-and the checkpoint written at the end of an epoch holds the model, optimizer, scheduler and every
-random generator's state. A resumed run therefore repeats the interrupted epoch exactly as the
-uninterrupted run did (bitwise on CPU with ``--deterministic``).
+Exact resume: each epoch's data order and augmentations are seeded from (seed, epoch[, batch]),
+and the checkpoint (written at the end of an epoch, every ``--checkpoint-every`` steps and when a
+signal stops the run) holds the model, optimizer, scheduler, every random generator's state and,
+mid-epoch, the position in the epoch (:class:`~cnnzoo.training.loop.Position`). A resumed run
+therefore goes on exactly as the uninterrupted run did (bitwise on CPU with ``--deterministic``).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from cnnzoo.models import get_spec
 from cnnzoo.progress import Reporter
 from cnnzoo.training import checkpoint, distributed, resume, runfolder
 from cnnzoo.training.config import TrainConfig, training_options
-from cnnzoo.training.loop import EpochStats, EvalStats, evaluate, train_one_epoch
+from cnnzoo.training.loop import EpochStats, EvalStats, Position, evaluate, train_one_epoch
 from cnnzoo.training.optim import build_optimizer, build_scheduler
+from cnnzoo.training.signals import StopRequest, stop_on_signals
 
 LAST, BEST, WEIGHTS = "last.pt", "best.pt", "model.safetensors"
 CUBLAS = "CUBLAS_WORKSPACE_CONFIG"  # cuBLAS's deterministic mode needs a fixed workspace
@@ -59,6 +61,9 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     main_process: bool = True  # False on the other ranks of a distributed run
     stopped: bool = False  # the reporter stopped it before its last epoch
+    # Set when a signal stopped it: which, and where ("epoch 2, step 17 of 45").
+    interrupted: str | None = None
+    world_size: int = 1
 
     @property
     def final(self) -> dict[str, Any]:
@@ -200,7 +205,9 @@ def fit(
 
     The run ends after ``config.epochs`` epochs, or earlier when ``reporter.should_stop``
     says so before an epoch (the epochs trained are kept and the weights written as for a
-    finished run; ``RunResult.stopped`` is then true).
+    finished run; ``RunResult.stopped`` is then true). SIGTERM or SIGINT (in the main thread)
+    ends it after the current step with a checkpoint to resume from and no weights file
+    (``RunResult.interrupted`` says where; :mod:`cnnzoo.training.signals`).
 
     Raises:
         CnnzooError: a bad option, dataset, image size or checkpoint (one line each).
@@ -220,19 +227,28 @@ def fit(
         agree=lambda failed: distributed.any_true(failed, info),
     )  # fmt: skip
     try:
-        with deterministic_mode(config.deterministic), _quiet_compile_on_cpu(quiet_compile), claim:
+        with (
+            deterministic_mode(config.deterministic),
+            _quiet_compile_on_cpu(quiet_compile),
+            claim,
+            stop_on_signals() as signals,
+        ):
+            resuming = _resuming(config, Path(config.out), info)
             changes: dict[str, list[Any]] = {}
-            if config.resume:  # refused here, before anything is written
+            if resuming:  # refused here, before anything is written
                 config, changes = resume.check_options(config, reporter.log)
             run = _build(config, reporter.log, device, info)
-            if config.resume:
+            if resuming:
                 _resume(run, reporter.log, changes)
             _wrap(run)
             _record(run, argv, reporter.log)
-            stats, stopped = _train_epochs(run, reporter)
-            if info.is_main:
+            stats, stopped = _train_epochs(run, reporter, signals)
+            if run.interrupted is None and info.is_main:
                 _finish(run, stats)
-            return RunResult(run.out, run.history, run.notes, info.is_main, stopped)
+            return RunResult(
+                run.out, run.history, run.notes, info.is_main, stopped, run.interrupted,
+                info.world_size,
+            )  # fmt: skip
     except DiskFullError as err:
         if not (Path(config.out) / LAST).is_file():
             raise
@@ -266,6 +282,8 @@ class _Run:
     start_epoch: int = 1
     best_acc: float = -1.0
     resumes: list[dict[str, Any]] = field(default_factory=list)  # config.json's history
+    position: Position | None = None  # where a mid-epoch checkpoint left the start epoch
+    interrupted: str | None = None
 
 
 def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dist) -> _Run:
@@ -416,7 +434,19 @@ def _resume(run: _Run, log, changes: dict[str, list[Any]]) -> None:
     run.resumes = [*resume.previous_resumes(run.out), resume.history_entry(changes, state["epoch"])]
     if run.info.is_main:
         runfolder.repair_metrics(run.out, log)
-    log(f"resumed from {path} after epoch {state['epoch']}")
+    if "position" in state:  # a mid-epoch checkpoint
+        run.position = _position_from(state["position"], path, run.info)
+        log(f"resumed from {path} at epoch {run.position.epoch}, step {run.position.step}")
+    else:
+        log(f"resumed from {path} after epoch {state['epoch']}")
+
+
+def _resuming(config: TrainConfig, out: Path, info: distributed.Dist) -> bool:
+    """``--resume``, or ``--resume auto`` and ``out`` holds a run (rank 0 looks, all follow:
+    a process must not start afresh while the others resume)."""
+    if config.resume != "auto":
+        return bool(config.resume)
+    return distributed.any_true(info.is_main and (out / LAST).exists(), info)
 
 
 def _follow_new_plan(run: _Run, state: dict[str, Any], log) -> None:
@@ -484,9 +514,13 @@ def _record(run: _Run, argv: list[str] | None, log) -> None:
     )
 
 
-def _train_epochs(run: _Run, reporter: Reporter) -> tuple[EvalStats | None, bool]:
+def _train_epochs(
+    run: _Run, reporter: Reporter, signals: StopRequest
+) -> tuple[EvalStats | None, bool]:
     """The epochs: train, evaluate, record, checkpoint. Returns the last evaluation (``None``
-    when no epoch ran) and whether the reporter stopped the run early."""
+    when no epoch ran) and whether the reporter stopped the run early. A signal stops it after
+    the current step (or the next epoch's first, when it came between steps), with a checkpoint
+    there (``run.interrupted`` says where)."""
     config, data, info = run.config, run.data, run.info
     assert run.net is not None  # _wrap ran before the epochs
     stats = None
@@ -494,25 +528,34 @@ def _train_epochs(run: _Run, reporter: Reporter) -> tuple[EvalStats | None, bool
         # Every process asks, so that all stop together (only rank 0's reporter can say yes).
         if distributed.any_true(reporter.should_stop(run.history), info):
             return stats, True
+        # A resumed epoch goes on from its checkpoint's position: the loader starts at the
+        # next batch of the same order, the sums where they were.
+        position, run.position = run.position or Position(epoch, _lr(run)), None
         # The loader seeds this epoch's order and augmentations (and tells the sampler).
         train_loader = make_loader(
             data.train, batch_size=run.per_rank_batch, shuffle=run.train_sampler is None,
             seed=config.seed, epoch=epoch, num_workers=config.num_workers,
-            sampler=run.train_sampler,
+            sampler=run.train_sampler, start=position.step,
         )  # fmt: skip
-        lr = run.optimizer.param_groups[0]["lr"]
+        steps = position.step + len(train_loader)
         reporter.start_epoch(epoch, config.epochs, len(train_loader))
         train = train_one_epoch(
             run.net, train_loader, run.optimizer, run.scheduler, epoch=epoch, device=run.device,
             dist=info, label_smoothing=config.label_smoothing, aux_weight=config.aux_weight,
             amp=config.amp, channels_last=config.channels_last, on_step=reporter.step,
+            position=position, checkpoint_every=config.checkpoint_every,
+            save=lambda p: _save_position(run, p), stop_requested=signals.requested,
         )  # fmt: skip
         reporter.end_epoch()
+        if train.stopped:
+            where = f"epoch {epoch}, step {position.step} of {steps}"
+            run.interrupted = f"{signals.name} at {where}"
+            return stats, False
         stats = evaluate(
             run.model, run.val_loader, data.num_classes, device=run.device, dist=info,
             channels_last=config.channels_last,
         )  # fmt: skip
-        run.history.append(_epoch_row(epoch, train, stats, lr))
+        run.history.append(_epoch_row(epoch, train, stats, position.lr))
         improved = stats.acc > run.best_acc
         run.best_acc = max(run.best_acc, stats.acc)
         if info.is_main:
@@ -547,11 +590,13 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     )
 
 
-def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
-    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved)."""
-    out = run.out
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
-    state = {
+def _lr(run: _Run) -> float:
+    return run.optimizer.param_groups[0]["lr"]
+
+
+def _state(run: _Run, epoch: int) -> dict[str, Any]:
+    """What ``last.pt`` holds after ``epoch`` whole epochs (and the random generators now)."""
+    return {
         "model_name": run.config.model,
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -564,7 +609,45 @@ def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
         "rng": checkpoint.rng_state(),
         "versions": run.versions,
     }
-    checkpoint.save(out / LAST, state, epoch)
+
+
+def _save_position(run: _Run, position: Position) -> None:
+    """A mid-epoch ``last.pt``: the state after ``position.step`` steps of ``position.epoch``,
+    and the position. Every process calls it at the same step: each one's sums (its shard of
+    the epoch) are gathered, so that each process resumes with its own; the main one writes."""
+    info = run.info
+    sums = torch.zeros(info.world_size, 3, dtype=torch.float64)  # exact: float64 and counts
+    own = [position.loss_sum, position.correct, position.images]
+    sums[info.rank] = torch.tensor(own, dtype=torch.float64)
+    distributed.all_reduce_sum(sums, info)  # a gather: every other row is zero
+    record = {"epoch": position.epoch, "lr": position.lr, "step": position.step,
+              "seconds": position.seconds, "shards": sums.tolist()}  # fmt: skip
+    if info.is_main:
+        state = _state(run, position.epoch - 1) | {"position": record}
+        checkpoint.save(run.out / LAST, state, position.epoch, position.step)
+
+
+def _position_from(record: dict[str, Any], path: Path, info: distributed.Dist) -> Position:
+    """This process's :class:`Position` from a mid-epoch checkpoint's record."""
+    shards = record["shards"]
+    if len(shards) != info.world_size:
+        raise CheckpointError(
+            f"{path} was written by {len(shards)} processes in the middle of epoch "
+            f"{record['epoch']}: resume it with {len(shards)} (each holds a share of the "
+            "epoch's data)."
+        )
+    loss_sum, correct, images = shards[info.rank]
+    return Position(
+        record["epoch"], record["lr"], record["step"], loss_sum, int(correct), int(images),
+        record["seconds"],
+    )  # fmt: skip
+
+
+def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
+    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved)."""
+    out = run.out
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
+    checkpoint.save(out / LAST, _state(run, epoch), epoch)
     if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
         atomic_copy(out / LAST, out / BEST)
 
