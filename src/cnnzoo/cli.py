@@ -496,6 +496,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     # Imported here: compare's options import the registry, and with it torch.
     from cnnzoo.compare.cli import add_parser as add_compare
+    from cnnzoo.visualize.cli import add_parser as add_visualize
 
     parser = _Parser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
@@ -536,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference(sub)
     _add_bench(sub)
     add_compare(sub)
+    add_visualize(sub)
     return parser
 
 
