@@ -56,22 +56,51 @@ def symmetric(weight: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * weight / peak if peak > 0 else torch.full_like(weight, 0.5)
 
 
+def mosaic(
+    tiles: Sequence[torch.Tensor], cols: int, gap: int = 1, fill: float = 1.0
+) -> torch.Tensor:
+    """Tiles of one shape, ``(h, w)`` or ``(h, w, 3)`` in [0, 1], laid out in rows of
+    ``cols`` with ``gap`` pixels of ``fill`` between them: one image, drawn with one
+    ``imshow`` (a subplot per tile costs a second per figure)."""
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / cols)
+    shape = (rows * (h + gap) - gap, cols * (w + gap) - gap, *tiles[0].shape[2:])
+    out = torch.full(shape, fill)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    return out
+
+
+def _label_tiles(ax, count: int, cols: int, h: int, w: int, labels: Sequence[str], gap: int = 1):
+    for i in range(count):
+        r, c = divmod(i, cols)
+        ax.text(
+            c * (w + gap) + w / 2 - 0.5, r * (h + gap) - 0.6, labels[i], fontsize=6,
+            ha="center", va="bottom",
+        )  # fmt: skip
+
+
 def draw_filters(weights: torch.Tensor, title: str) -> bytes:
     """The filters ``(K, C, kH, kW)`` as a grid: RGB for 3 input channels, grey otherwise (the
     sum over the input channels), each filter scaled symmetrically around 0."""
     count = min(len(weights), MAX_FILTERS)
     cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    fig = Figure(figsize=(1.1 * cols, 1.1 * rows + 0.9))
-    for i in range(count):
-        w = weights[i]
+    tiles = []
+    for w in weights[:count]:
         w = w if w.shape[0] == 3 else w.sum(dim=0, keepdim=True)
         picture = symmetric(w)
-        ax = fig.add_subplot(rows, cols, i + 1)
-        _show(ax, picture.permute(1, 2, 0) if picture.shape[0] == 3 else picture[0], vmin=0, vmax=1)
-        ax.set_title(str(i), fontsize=7, pad=2)
-    shown = f"the first {count} of {len(weights)}" if count < len(weights) else f"{count}"
+        tiles.append(picture.permute(1, 2, 0) if picture.shape[0] == 3 else picture[0])
     _, c, kh, kw = weights.shape
+    gap = max(1, kh // 5)
+    grid = mosaic(tiles, cols, gap)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(min(1.0 * cols, 9) + 0.5, min(1.0 * rows, 9) + 1.0))
+    ax = fig.add_subplot(1, 1, 1)
+    _show(ax, grid, vmin=0, vmax=1)
+    _label_tiles(ax, count, cols, kh, kw, [str(i) for i in range(count)], gap)
+    ax.axis("off")
+    shown = f"the first {count} of {len(weights)}" if count < len(weights) else f"{count}"
     colour = "RGB" if c == 3 else ("grey" if c == 1 else f"grey: sum of {c} input channels")
     fig.suptitle(
         f"{title}: {shown} filters, {c}×{kh}×{kw} ({colour})\n"
@@ -90,34 +119,34 @@ def most_active(maps: torch.Tensor, count: int = TOP_CHANNELS) -> list[int]:
 
 def draw_maps(picture: torch.Tensor, maps: torch.Tensor, layer: str) -> bytes:
     """The image as the model saw it beside the most active channels of one layer's output
-    ``(C, H, W)`` (each channel its own colour scale, its number and value range under it), or
+    ``(C, H, W)`` (each channel scaled to its own range, its number and range above it), or
     for a vector ``(F,)`` its largest units as bars."""
     channels = most_active(maps)
+    fig = Figure(figsize=(10, 4.2))
+    grid = fig.add_gridspec(1, 5)
+    _show(fig.add_subplot(grid[0, :2]), picture)
+    fig.axes[0].set_title("input, as the model saw it", fontsize=8)
+    ax = fig.add_subplot(grid[0, 2:])
     if maps.dim() == 3:
         c, h, w = maps.shape
         cols = 4
-        rows = math.ceil(len(channels) / cols)
-        fig = Figure(figsize=(3 + 1.6 * cols, max(3.0, 1.7 * rows + 0.6)))
-        grid = fig.add_gridspec(rows, cols + 2)
-        _show(fig.add_subplot(grid[:, :2]), picture)
-        fig.axes[0].set_title("input, as the model saw it", fontsize=8)
-        for i, ch in enumerate(channels):
-            ax = fig.add_subplot(grid[i // cols, 2 + i % cols])
+        tiles = []
+        for ch in channels:
             m = maps[ch]
-            _show(ax, m, cmap="viridis")
-            ax.set_title(f"ch {ch}", fontsize=7, pad=2)
-            ax.set_xlabel(f"{m.min():.2g} … {m.max():.2g}", fontsize=6, labelpad=1)
+            low, high = float(m.min()), float(m.max())
+            tiles.append((m - low) / (high - low) if high > low else torch.zeros_like(m))
+        gap = max(1, h // 6)
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")  # NaN: the gaps
+        _show(ax, mosaic(tiles, cols, gap, fill=float("nan")), cmap=cmap, vmin=0, vmax=1)
+        labels = [f"ch {ch}" for ch in channels]
+        _label_tiles(ax, len(tiles), cols, h, w, labels, gap)
+        ax.axis("off")
         fig.suptitle(
-            f"{layer}: {c} maps of {h}×{w}, the {len(channels)} most active "
-            f"(highest mean) shown, each with its own colour scale",
+            f"{layer}: {c} maps of {h}×{w}; the {len(channels)} most active (highest mean), "
+            f"each scaled to its own range",
             fontsize=9,
         )
     else:
-        fig = Figure(figsize=(9, 3))
-        grid = fig.add_gridspec(1, 3)
-        _show(fig.add_subplot(grid[0, 0]), picture)
-        fig.axes[0].set_title("input, as the model saw it", fontsize=8)
-        ax = fig.add_subplot(grid[0, 1:])
         ax.bar(range(len(channels)), [float(maps[i]) for i in channels], color="tab:blue")
         ax.set_xticks(range(len(channels)), [str(i) for i in channels], fontsize=7)
         ax.set_xlabel("unit", fontsize=8)
