@@ -339,6 +339,7 @@ def test_the_command_maps_one_class_at_chosen_layers(capsys, lenet_files):
     ("extra", "message"),
     [
         (["--layers", "c3,conv3"], "LeNet5 has no layer 'conv3' (did you mean c3"),
+        (["--layers", ","], "--layers ',' names no layer"),
         (["--class", "3"], "--class 3 is out of range: the model has 3 classes, 0 to 2."),
         (["--topk", "0"], "--topk must be a positive integer, got 0."),
         (["--cam", "gradcam+"], "--cam 'gradcam+' is not one of gradcam, gradcam++, scorecam"),

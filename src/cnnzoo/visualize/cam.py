@@ -145,7 +145,8 @@ def class_activation_map(
     layer = layer if layer is not None else _default_layer(model, shapes)
     if layer is None:
         raise _no_spatial_layer(model, size)
-    classes = None if target is None else _targets(target, len(x), shapes[""][-1])
+    num_classes = shapes.get("", (0, 0))[-1]  # the logits' width
+    classes = None if target is None else _targets(target, len(x), num_classes)
     shape = shapes.get(layer, ())
     if len(shape) != 4:
         raise InvalidArgumentError(

@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_visualize(args: argparse.Namespace, console: Console) -> int:
     """Run ``cnnzoo visualize``; print one line per image and where the page is."""
     from cnnzoo.checks import check_choice, check_int
+    from cnnzoo.errors import InvalidArgumentError
     from cnnzoo.visualize.report import visualize_files
     from cnnzoo.weights import load_weights
 
@@ -49,6 +50,11 @@ def cmd_visualize(args: argparse.Namespace, console: Console) -> int:
     layers = None
     if args.layers is not None:
         layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+        if not layers:
+            raise InvalidArgumentError(
+                f"--layers {args.layers!r} names no layer; give names as `cnnzoo summary` "
+                "lists them, e.g. --layers layer1,layer4."
+            )
     model, report = load_weights(args.model, args.weights)
     print("\n".join(report.lines()), file=sys.stderr)
     result = visualize_files(
