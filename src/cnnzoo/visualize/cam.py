@@ -159,19 +159,34 @@ def class_activation_map(
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     kind = {"gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "scorecam": cams.ScoreCAM}
+    module = model.get_submodule(layer)
     with untouched(model):
         model.eval()
-        # Gradients flow to the input, not into the weights: nothing accumulates in .grad,
-        # and a backward pass without weight gradients is faster.
+        # No weight needs a gradient (nothing accumulates in .grad), and the layer's output
+        # is made the start of the graph: backward runs through the layers above it only
+        # (the head, for the default layer) instead of the whole network, with the same
+        # ∂y_c/∂A. Registered first, so the library's hooks see the new tensor.
         for p in model.parameters():
             p.requires_grad_(False)
-        cam = kind[method](model, [model.get_submodule(layer)])
-        cam.compute_input_gradient = True  # the input, not the weights, needs a gradient
+        handle = module.register_forward_hook(_graph_starts_here, prepend=True)
         try:
-            with torch.enable_grad():
-                # No classes: the library takes each image's most probable one.
-                chosen = None if classes is None else [ClassifierOutputTarget(k) for k in classes]
-                maps = cam(x, chosen)
+            cam = kind[method](model, [module])
+            try:
+                with torch.enable_grad():
+                    # No classes: the library takes each image's most probable one.
+                    chosen = (
+                        None if classes is None else [ClassifierOutputTarget(k) for k in classes]
+                    )
+                    maps = cam(x, chosen)
+            finally:
+                cam.activations_and_grads.release()  # its hooks; never left on the model
         finally:
-            cam.activations_and_grads.release()  # its hooks; never left on the model
+            handle.remove()
     return torch.from_numpy(maps).float()
+
+
+def _graph_starts_here(module: nn.Module, inputs: tuple, output: object) -> object:
+    if not isinstance(output, torch.Tensor):
+        return output
+    # A copy of a new leaf: layers after it may work in place (on the copy), not on a leaf.
+    return output.detach().requires_grad_().clone()
