@@ -20,7 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "class activation maps of image files, into DIR/index.html (self-contained) and PNGs.",
     )
     p.add_argument("--weights", required=True, metavar="W", help="a weight file (docs/weights.md)")
-    p.add_argument("--model", help="registry name, for files that do not name their architecture")
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="registry name, for files that do not name their architecture",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
