@@ -21,3 +21,5 @@ ENGINES = (
     "cuda",
 )  # fmt: skip
 BACKENDS = ("auto", *ENGINES)
+# visualize/cam.py: the class activation methods (pytorch-grad-cam).
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam")

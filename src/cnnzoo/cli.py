@@ -527,9 +527,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnzoo.compare.cli import add_parser as add_compare
-    from cnnzoo.optpaths.cli import add_parser as add_optimizers
     from cnnzoo.scratch.cli import add_parser as add_scratch_train
     from cnnzoo.visualize.cli import add_parser as add_visualize
+    from cnnzoo.visualize.optimizers.cli import add_parser as add_optimizers
 
     parser = _Parser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."

@@ -24,10 +24,9 @@ import torch
 from torch import nn
 
 from cnnzoo.checks import check_choice, is_int
+from cnnzoo.choices import CAM_METHODS
 from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.visualize.maps import as_batch, model_name, resolve_layers, stage_layers, untouched
-
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
 def _output_shapes(

@@ -9,7 +9,7 @@ import sys
 
 from rich.console import Console
 
-CAM_CHOICES = ("gradcam", "gradcam++", "scorecam")  # cam.CAM_METHODS, without importing torch
+from cnnzoo.choices import CAM_METHODS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--stages", action="store_true", help="the end of every stage (the default)")
     p.add_argument(
         "--cam", default="gradcam", metavar="METHOD",
-        help=f"class activation method: {', '.join(CAM_CHOICES)} (gradcam; scorecam runs the "
+        help=f"class activation method: {', '.join(CAM_METHODS)} (gradcam; scorecam runs the "
         "model once per channel: slow)",
     )  # fmt: skip
     target = p.add_mutually_exclusive_group()
@@ -59,7 +59,7 @@ def cmd_visualize(args: argparse.Namespace, console: Console) -> int:
     from cnnzoo.weights import load_weights
 
     check_int("--topk", args.topk)
-    check_choice("--cam", args.cam, CAM_CHOICES)
+    check_choice("--cam", args.cam, CAM_METHODS)
     layers = None
     if args.layers is not None:
         layers = [name.strip() for name in args.layers.split(",") if name.strip()]

@@ -1,6 +1,5 @@
-"""Drawing the optimizers' paths of :func:`cnnzoo.optpaths.paths.optimizer_paths`: the surface
-as contours, one colour per optimizer with its learning rate in the legend, the start and the
-minima (and a saddle point) marked; as a PNG, or as an animated GIF that draws the paths step by
+"""Drawing the optimizers' paths of :func:`.paths.optimizer_paths`: the surface as contours,
+one colour per optimizer with its learning rate in the legend, the start and the minima (and a saddle point) marked; as a PNG, or as an animated GIF that draws the paths step by
 step.
 """
 
@@ -18,7 +17,7 @@ import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 
 from cnnzoo.fileio import atomic_write_bytes
-from cnnzoo.optpaths.paths import LABELS, OPTIMIZERS, Paths
+from cnnzoo.visualize.optimizers.paths import LABELS, OPTIMIZERS, Paths
 
 # One fixed colour per optimizer (matplotlib's tab10), so that figures compare at a glance.
 COLOURS = {name: plt.get_cmap("tab10")(i) for i, name in enumerate(OPTIMIZERS)}

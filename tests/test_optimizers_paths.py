@@ -1,5 +1,5 @@
-"""`cnnzoo optimizers` and cnnzoo.optpaths: the paths are torch.optim's and equal the NumPy
-update rules of cnnzoo.scratch step for step; each function's defaults show the behaviour
+"""`cnnzoo optimizers` and cnnzoo.visualize.optimizers: the paths are torch.optim's and equal the
+NumPy update rules of cnnzoo.scratch step for step; each function's defaults show the behaviour
 docs/optimizers.md says they show; the figure, the animation and the one-line errors."""
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ from PIL import Image
 
 from cnnzoo.cli import main
 from cnnzoo.errors import InvalidArgumentError
-from cnnzoo.optpaths import FUNCTIONS, OPTIMIZERS, SURFACES, optimizer_paths, steps_to_reach
-from cnnzoo.optpaths.draw import draw_paths
 from cnnzoo.scratch import optim
+from cnnzoo.visualize.optimizers import (
+    FUNCTIONS,
+    OPTIMIZERS,
+    SURFACES,
+    optimizer_paths,
+    steps_to_reach,
+)
+from cnnzoo.visualize.optimizers.draw import draw_paths
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 :func:`optimizer_paths` starts every optimizer at the surface's start point, a 2-element
 float64 parameter, and records the point after each step: pure data (arrays), which
-:func:`cnnzoo.optpaths.draw.draw_paths` turns into a figure and a web page can plot its own way.
+:func:`.draw.draw_paths` turns into a figure and a web page can plot its own way.
 The optimizers are the trainer's, built by :func:`cnnzoo.training.build_optimizer` (all of its
 ``OPTIMIZERS`` but AdamW, which equals Adam without weight decay) with momentum 0.9.
-tests/test_optpaths.py checks each path against :mod:`cnnzoo.scratch.optim`'s NumPy update
+tests/test_optimizers_paths.py checks each path against :mod:`cnnzoo.scratch.optim`'s NumPy update
 rules step for step.
 """
 

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parse_lrs(text: str) -> dict[str, float]:
     """``"sgd=0.01,adam=0.1"`` → ``{"sgd": 0.01, "adam": 0.1}``; names and values are checked
-    by :func:`cnnzoo.optpaths.paths.check_lrs`."""
+    by :func:`cnnzoo.visualize.optimizers.paths.check_lrs`."""
     lrs: dict[str, float] = {}
     for item in text.split(","):
         name, sep, value = item.strip().partition("=")
@@ -60,8 +60,8 @@ def parse_lrs(text: str) -> dict[str, float]:
 def cmd_optimizers(args: argparse.Namespace, console: Console) -> None:
     """Check the options, compute the paths, draw them, print where each optimizer ended."""
     from cnnzoo.checks import check_int
-    from cnnzoo.optpaths.draw import animate_paths, draw_paths
-    from cnnzoo.optpaths.paths import LABELS, check_lrs, get_surface, optimizer_paths
+    from cnnzoo.visualize.optimizers.draw import animate_paths, draw_paths
+    from cnnzoo.visualize.optimizers.paths import LABELS, check_lrs, get_surface, optimizer_paths
 
     try:
         get_surface(args.function)

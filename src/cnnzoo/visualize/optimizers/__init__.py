@@ -3,13 +3,13 @@ as data from ``torch.optim`` (:func:`optimizer_paths`), and their drawing
 (:func:`draw_paths`, :func:`animate_paths`) kept apart, so that a web page can plot the same
 data its own way.
 
-    from cnnzoo.optpaths import optimizer_paths, draw_paths
+    from cnnzoo.visualize.optimizers import optimizer_paths, draw_paths
     paths = optimizer_paths("ill-conditioned", steps=100, lrs={"sgd": 0.5})
     paths.points["sgd"]  # (101, 2): the start and the point after each step
     draw_paths(paths, "paths.png")
 
 The names below load on first use, so that ``cnnzoo``'s command line can register
-``optimizers`` (``cnnzoo.optpaths.cli``) without importing torch and matplotlib.
+``optimizers`` (``cnnzoo.visualize.optimizers.cli``) without importing torch and matplotlib.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from cnnzoo.optpaths.draw import animate_paths, draw_paths
-    from cnnzoo.optpaths.paths import (
+    from cnnzoo.visualize.optimizers.draw import animate_paths, draw_paths
+    from cnnzoo.visualize.optimizers.paths import (
         FUNCTIONS,
         OPTIMIZERS,
         SURFACES,
@@ -56,5 +56,5 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'cnnzoo.optpaths' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"cnnzoo.optpaths.{module}"), name)
+        raise AttributeError(f"module 'cnnzoo.visualize.optimizers' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cnnzoo.visualize.optimizers.{module}"), name)
