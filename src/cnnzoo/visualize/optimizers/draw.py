@@ -1,5 +1,6 @@
 """Drawing the optimizers' paths of :func:`.paths.optimizer_paths`: the surface as contours,
-one colour per optimizer with its learning rate in the legend, the start and the minima (and a saddle point) marked; as a PNG, or as an animated GIF that draws the paths step by
+one colour per optimizer with its learning rate in the legend, the start and the minima (and a
+saddle point) marked; as a PNG, or as an animated GIF that draws the paths step by
 step.
 """
 
