@@ -510,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnzoo.compare.cli import add_parser as add_compare
     from cnnzoo.optpaths.cli import add_parser as add_optimizers
     from cnnzoo.scratch.cli import add_parser as add_scratch_train
+    from cnnzoo.visualize.cli import add_parser as add_visualize
 
     parser = _Parser(
         prog="cnnzoo", description="The classic CNNs: built, explained, trained and compared."
@@ -552,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare(sub)
     add_scratch_train(sub)
     add_optimizers(sub)
+    add_visualize(sub)
     return parser
 
 

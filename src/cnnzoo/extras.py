@@ -1,7 +1,8 @@
 """Optional packages: import one, or say in one line which extra installs it.
 
 The ONNX pieces (export, the ``onnxruntime`` and ``int8`` backends, reading an exported file's
-metadata) need packages that a plain ``pip install cnnzoo`` does not bring; every place that
+metadata) and the class activation maps (``visualize``: pytorch-grad-cam) need packages that
+a plain ``pip install cnnzoo`` does not bring; every place that
 needs one imports it through :func:`require`, so the message and the extra's name live here.
 """
 
@@ -13,7 +14,12 @@ from types import ModuleType
 from cnnzoo.errors import ExportError
 
 # Which extra brings which top-level module (pyproject.toml's optional-dependencies).
-EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
+EXTRAS = {
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
+    "pytorch_grad_cam": "visualize",
+}
 
 
 def require(*modules: str, needed_by: str) -> list[ModuleType]:
