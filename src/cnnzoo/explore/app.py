@@ -9,6 +9,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -175,6 +176,13 @@ def create_app(
             _int(request, "channel", 0), _int(request, "y", 0), _int(request, "x", 0),
         )  # fmt: skip
 
+    def receptive_field(request: Request) -> dict[str, Any]:
+        q = request.query_params
+        return explorer.receptive_field(
+            q.get("model", ""), q.get("image", ""), _int(request, "layer"),
+            _int(request, "channel", 0), _int(request, "y", 0), _int(request, "x", 0),
+        )  # fmt: skip
+
     def topk(request: Request) -> dict[str, Any]:
         q = request.query_params
         return explorer.topk(q.get("model", ""), q.get("image", ""), _int(request, "k", 5))
@@ -193,7 +201,7 @@ def create_app(
 
     async def upload(request: Request) -> Response:
         # The body is the file itself (no multipart), read with the limit enforced as it comes.
-        name = request.headers.get("x-filename", "upload")[:200] or "upload"
+        name = unquote(request.headers.get("x-filename", "upload"))[:200] or "upload"
         declared = request.headers.get("content-length")
         limit = explorer.max_upload
         too_big = UploadError(
@@ -228,6 +236,7 @@ def create_app(
         Route("/api/layer", api(layer)),
         Route("/api/channel.png", api(channel)),
         Route("/api/neuron", api(neuron)),
+        Route("/api/receptive_field", api(receptive_field)),
         Route("/api/topk", api(topk)),
         Route("/api/cam.png", api(cam)),
         Route("/api/input.png", api(input_image)),

@@ -81,6 +81,7 @@ def cmd_explore(args: argparse.Namespace, console: Console) -> int:
             f"cannot listen on {args.host}:{args.port} ({err.strerror}): choose another --port "
             "(0 picks a free one)."
         ) from None
+    sock.listen(128)  # connections wait from now on, while the server starts
     port = sock.getsockname()[1]
     shown = "127.0.0.1" if wildcard else args.host
     shown = f"[{shown}]" if ":" in shown else shown

@@ -85,6 +85,10 @@ class Activations:
     scales: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.2f} MB"
+
+
 def _tensor_bytes(tensors: list[torch.Tensor | None]) -> int:
     seen: set[int] = set()
     total = 0
@@ -119,6 +123,12 @@ def read_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Imag
         )
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # PIL refuses over twice its limit when it opens
+        raise UploadError(
+            f"{name} has too many megapixels (over PIL's decompression-bomb limit, "
+            f"{Image.MAX_IMAGE_PIXELS or 0:,} pixels): resize it first.",
+            413,
+        ) from None
     except UnidentifiedImageError:
         raise UploadError(
             f"{name} is not an image (accepted: {', '.join(IMAGE_FORMATS)}).", 415
@@ -229,10 +239,10 @@ class Explorer:
                 self.cache[key] = acts
                 while sum(a.nbytes for a in self.cache.values()) > self.cache_bytes:
                     self.cache.popitem(last=False)
-            elif not any("does not fit" in n for n in self.notes):
+            elif not any(n.startswith(entry.label) and "do not fit" in n for n in self.notes):
                 self.notes.append(
-                    f"{entry.label}'s activations ({acts.nbytes / 1e9:.2f} GB) do not fit the "
-                    f"{self.cache_bytes / 1e9:.2f} GB cache: each request runs the model again"
+                    f"{entry.label}'s activations ({_size(acts.nbytes)}) do not fit the "
+                    f"{_size(self.cache_bytes)} cache: each request runs the model again"
                 )
             return acts
 
@@ -429,9 +439,23 @@ class Explorer:
         elif isinstance(module, nn.BatchNorm2d) and inp is not None:
             detail.update(bn_detail(module, float(inp[0, channel, y, x]), channel))
         detail["following"] = self._following(entry, acts, layer, channel, y, x, out.dim())
-        if out.dim() == 3:
-            detail["receptive_field"] = self._receptive_field(entry, acts, layer, channel, y, x)
         return detail
+
+    def receptive_field(
+        self, model_key: str, image_key: str, layer: int, channel: int, y: int, x: int
+    ) -> dict[str, Any]:
+        """The box of input pixels the value at ``(channel, y, x)`` depends on (an answer of
+        its own: it runs the model up to the layer and back, the neuron's answer does not)."""
+        entry = self.model(model_key)
+        row = self._row(entry, layer)
+        acts = self.activations(model_key, image_key)
+        out = self._output(acts, layer)
+        if out.dim() != 3 or not (
+            0 <= channel < out.shape[0] and 0 <= y < out.shape[1] and 0 <= x < out.shape[2]
+        ):
+            raise NotFoundError(f"{row.name} has no map position ({channel}, {y}, {x}).")
+        with self.lock:
+            return self._receptive_field(entry, acts, layer, channel, y, x)
 
     def _following(
         self, entry: ModelEntry, acts: Activations, layer: int, c: int, y: int, x: int, dim: int

@@ -32,14 +32,25 @@ def default_digit() -> tuple[Image.Image, str]:
     return img, f"digit {label} (built-in validation image {DEFAULT_DIGIT})"
 
 
-def model_entry(model_name: str | None, weights: str | None, key: str) -> ModelEntry:
+def model_entry(
+    model_name: str | None,
+    weights: str | None,
+    key: str,
+    *,
+    side: int | None = None,
+    num_classes: int | None = None,
+) -> ModelEntry:
     """One model of the session: loaded from ``weights`` or, with a name only, built with
-    random weights and the preprocessing assumed for it."""
+    random weights (``num_classes`` outputs) and the preprocessing assumed for it; ``side``
+    prepares images at that size instead of the model's own (a quicker look)."""
+    from cnnzoo.explore.engine import with_input_size
     from cnnzoo.weights import load_weights
 
     if weights is not None:
         model, report = load_weights(model_name, weights)
         label = f"{report.model} ({Path(weights).name})"
+        if side is not None:
+            with_input_size(model, side)
         return ModelEntry(key, label, model, "; ".join(report.notes))
     assert model_name is not None
     from cnnzoo.registry import build_model, get_spec
@@ -47,9 +58,11 @@ def model_entry(model_name: str | None, weights: str | None, key: str) -> ModelE
     from cnnzoo.weights.report import LoadReport
 
     spec = get_spec(model_name)
-    model = build_model(spec.name)
+    model = build_model(spec.name, num_classes=num_classes)
     report = LoadReport("", spec.name, "random")
     model.pretrained_cfg = assumed_preprocessing(spec, spec.input_size[0], report)
+    if side is not None:
+        with_input_size(model, side)
     model.eval()
     note = "random weights: the layers' shapes and mechanism are real, the answers are not"
     return ModelEntry(key, f"{spec.name} (random weights)", model, note)

@@ -1,0 +1,359 @@
+// cnnzoo explore: the page. Plain DOM, nothing from the network but this server's API.
+// Every name (class, layer, file) is set with textContent, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, image: null, graph: null, layer: null, session: null };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function query(params) {
+  return new URLSearchParams({ model: state.model, image: state.image, ...params }).toString();
+}
+
+async function api(path, params = {}) {
+  const response = await fetch(`/api/${path}?${query(params)}`);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function fmt(v) {
+  if (v === null || v === undefined) return "pad";
+  if (typeof v !== "number") return String(v);
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  return a >= 1e4 || a < 1e-3 ? v.toExponential(3) : v.toFixed(4);
+}
+
+function count(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + " G";
+  if (n >= 1e6) return (n / 1e6).toFixed(2) + " M";
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + " k";
+  return String(n);
+}
+
+function say(text, error = false) {
+  $("message").textContent = text;
+  $("message").className = error ? "error" : "";
+}
+
+function png(name, params) {
+  return `/api/${name}.png?${query(params)}`;
+}
+
+// --- session ---------------------------------------------------------------------------------
+
+async function loadSession(selectImage) {
+  const response = await fetch("/api/session");
+  state.session = await response.json();
+  const models = $("model");
+  models.replaceChildren(
+    ...state.session.models.map((m) => el("option", { value: m.key, text: m.label })),
+  );
+  if (!state.model) state.model = state.session.models[0].key;
+  models.value = state.model;
+  const images = $("image");
+  images.replaceChildren(
+    ...state.session.images.map((i) => el("option", { value: i.key, text: i.name })),
+  );
+  state.image = selectImage || state.image || state.session.images.at(-1).key;
+  images.value = state.image;
+}
+
+async function showAll() {
+  const model = state.session.models.find((m) => m.key === state.model);
+  $("model-note").textContent = model.note ? `Note: ${model.note}.` : "";
+  $("prep").textContent = `What was done to the image: ${model.preprocessing}.`;
+  $("input").src = png("input", {});
+  $("filters").src = png("filters", {});
+  $("layer-panel").hidden = true;
+  $("neuron-panel").hidden = true;
+  $("rf").style.display = "none";
+  say("computing every layer…");
+  try {
+    state.graph = await api("graph");
+    drawOverview();
+    await drawAnswer();
+    const notes = state.session.notes.join("; ");
+    say(notes ? `Ready. Note: ${notes}.` : "Ready: click a layer, then a cell of a map.");
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+// --- overview --------------------------------------------------------------------------------
+
+function drawOverview() {
+  const g = state.graph;
+  $("totals").textContent =
+    `${g.label}: input ${g.input_size.join("×")}, ${count(g.params)} parameters, ` +
+    `${count(g.macs)} MACs, ${g.layers} layers`;
+  const blocks = g.blocks.map((block) => {
+    const layers = block.layers.map((layer) => {
+      const shape = layer.output_shape.slice(1).join("×");
+      const rf = layer.rf_size ? `RF ${layer.rf_size.join("×")}` : "";
+      const thumbs = el("div", { class: "thumbs" });
+      for (const c of layer.top_channels || []) {
+        thumbs.append(el("img", { src: png("channel", { layer: layer.index, channel: c }),
+                                  alt: `channel ${c}`, title: `channel ${c}` }));
+      }
+      const card = el(
+        "div", { class: "layer", id: `layer-${layer.index}`, "data-index": layer.index },
+        el("div", { class: "name", text: layer.name }),
+        el("div", { text: `${layer.type} → ${shape}` }),
+        el("div", { text: `${count(layer.params)} params, ${count(layer.macs)} MACs` }),
+        el("div", { text: rf }),
+        thumbs,
+      );
+      card.addEventListener("click", () => showLayer(layer.index, 0));
+      return card;
+    });
+    return el("div", { class: "block" }, el("h3", { text: block.name }),
+              el("div", { class: "layers" }, ...layers));
+  });
+  $("overview").replaceChildren(...blocks);
+}
+
+// --- a layer ---------------------------------------------------------------------------------
+
+async function showLayer(index, page) {
+  document.querySelectorAll(".layer.selected").forEach((n) => n.classList.remove("selected"));
+  $(`layer-${index}`)?.classList.add("selected");
+  try {
+    const layer = await api("layer", { layer: index, page });
+    state.layer = layer;
+    $("layer-panel").hidden = false;
+    $("layer-title").textContent =
+      `${layer.name} (${layer.type}): output ${layer.shape.join("×")}`;
+    $("layer-scale").textContent = `Colours: ${layer.scale.text} (${layer.scale.colormap}).`;
+    const pager = $("pager");
+    pager.replaceChildren();
+    if (layer.pages > 1) {
+      pager.append(`channels ${page * 64}–${Math.min(layer.channels, (page + 1) * 64) - 1} ` +
+                   `of ${layer.channels}: `);
+      for (let p = 0; p < layer.pages; p++) {
+        const b = el("button", { text: String(p + 1) });
+        if (p === page) b.disabled = true;
+        b.addEventListener("click", () => showLayer(index, p));
+        pager.append(b);
+      }
+    }
+    const vector = layer.shape.length === 1;
+    const cells = layer.cells.map((cell) => {
+      const img = el("img", {
+        src: png("channel", { layer: index, channel: cell.channel }),
+        alt: `channel ${cell.channel}`, "data-channel": cell.channel,
+        class: vector ? "wide" : "",
+      });
+      img.addEventListener("click", (event) => {
+        const rect = img.getBoundingClientRect();
+        if (vector) {
+          const unit = Math.floor(((event.clientX - rect.left) / rect.width) * layer.shape[0]);
+          showNeuron(index, Math.min(unit, layer.shape[0] - 1), 0, 0);
+          return;
+        }
+        const [, h, w] = layer.shape;
+        const y = Math.min(h - 1, Math.floor(((event.clientY - rect.top) / rect.height) * h));
+        const x = Math.min(w - 1, Math.floor(((event.clientX - rect.left) / rect.width) * w));
+        showNeuron(index, cell.channel, y, x);
+      });
+      const label = vector ? `${layer.shape[0]} units` : `channel ${cell.channel}`;
+      return el("div", { class: "cell" }, img, el("div", { text: label }),
+                el("div", { text: `${fmt(cell.min)} … ${fmt(cell.max)}` }));
+    });
+    $("grid").replaceChildren(...cells);
+    $("layer-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+// --- a neuron --------------------------------------------------------------------------------
+
+function numbers(grid, caption, kept) {
+  const table = el("table", { class: "grid-nums" }, el("caption", { text: caption }));
+  grid.forEach((row, i) => {
+    const tr = el("tr");
+    row.forEach((v, j) => {
+      const td = el("td", { text: fmt(v) });
+      if (kept && kept[0] === i && kept[1] === j) td.className = "kept";
+      tr.append(td);
+    });
+    table.append(tr);
+  });
+  return table;
+}
+
+function line(text, cls = "result") {
+  return el("p", { class: cls, text });
+}
+
+async function showNeuron(index, channel, y, x) {
+  try {
+    const d = await api("neuron", { layer: index, channel, y, x });
+    $("neuron-panel").hidden = false;
+    const where = state.layer.shape.length === 1 ? `unit ${channel}` :
+      `channel ${channel}, row ${y}, column ${x}`;
+    $("neuron-title").textContent = `${d.name} (${d.type}), ${where}`;
+    const out = [];
+    if (d.kind === "conv" && d.channels) {
+      out.push(line(`${d.formula}; stride ${d.stride.join("×")}, padding ` +
+        `${d.padding.join("×")}, dilation ${d.dilation.join("×")}, groups ${d.groups}.`, "note"));
+      out.push(line(`The kernel reads input rows ${d.rows.join(", ")} and columns ` +
+        `${d.cols.join(", ")} of the previous layer (outside the map: zero padding).`, "note"));
+      const many = d.in_channels > d.channels_shown;
+      if (many) {
+        out.push(line(`${d.in_channels} input channels; the ${d.channels_shown} with the ` +
+          "largest sums are shown, every channel's sum is added:", "note"));
+      }
+      for (const c of d.channels) {
+        out.push(el("div", {}, numbers(c.window, `input channel ${c.channel}: window`),
+          numbers(c.kernel, "kernel"), line(`Σ window·kernel = ${fmt(c.sum)}`)));
+      }
+      out.push(line(`sum over ${d.in_channels} channel(s) = ${fmt(d.sum)}; + bias ` +
+        `${fmt(d.bias)} = ${fmt(d.computed)}`));
+    } else if (d.kind === "pool" && d.window) {
+      out.push(line(`${d.pool} pooling over input rows ${d.rows.join(", ")}, columns ` +
+        `${d.cols.join(", ")} of the same channel.`, "note"));
+      out.push(numbers(d.window, "window", d.kept));
+      out.push(line(d.pool === "max" ? `kept the largest: ${fmt(d.computed)}` :
+        `mean: sum / ${d.divisor ?? d.window.flat().length} = ${fmt(d.computed)}`));
+    } else if (d.kind === "linear") {
+      out.push(line(`${d.formula} over ${d.inputs} inputs; the largest contributions:`, "note"));
+      const table = el("table", { class: "grid-nums" },
+        el("tr", {}, el("td", { text: "input" }), el("td", { text: "x" }),
+           el("td", { text: "w" }), el("td", { text: "x·w" })));
+      for (const c of d.contributions) {
+        table.append(el("tr", {}, el("td", { text: String(c.input) }),
+          el("td", { text: fmt(c.x) }), el("td", { text: fmt(c.w) }),
+          el("td", { text: fmt(c.product) })));
+      }
+      out.push(table);
+      out.push(line(`sum of all ${d.inputs} = ${fmt(d.sum)}; + bias ${fmt(d.bias)} = ` +
+        `${fmt(d.computed)}`));
+    } else if (d.kind === "batchnorm") {
+      out.push(line(`${d.formula} = (${fmt(d.input)} − ${fmt(d.mean)}) / √(${fmt(d.var)} + ` +
+        `${d.eps}) · ${fmt(d.gamma)} + ${fmt(d.beta)} = ${fmt(d.computed)}`));
+    } else if (d.note) {
+      out.push(line(d.note, "note"));
+    } else {
+      out.push(line("An elementwise layer: its value comes from the previous layer's value " +
+        "at the same place.", "note"));
+    }
+    const value = el("p", { class: "big" }, "value in the map: ",
+      el("span", { id: "neuron-value", text: fmt(d.value) }));
+    out.push(value);
+    for (const f of d.following || []) {
+      out.push(line(`then ${f.name} (${f.type}) → ${fmt(f.value)}`));
+    }
+    $("neuron").replaceChildren(...out);
+    $("neuron-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });
+    if (state.layer.shape.length === 1) {
+      $("rf").style.display = "none";
+      return;
+    }
+    const rf = await api("receptive_field", { layer: index, channel, y, x });
+    if (rf.box) {
+      const [top, left, bottom, right] = rf.box;
+      const [, h, w] = state.graph.input_size;
+      const box = $("rf");
+      const size = $("input").clientWidth;
+      Object.assign(box.style, {
+        display: "block", top: `${(top / h) * size}px`, left: `${(left / w) * size}px`,
+        height: `${((bottom - top) / h) * size}px`, width: `${((right - left) / w) * size}px`,
+      });
+      $("neuron").append(line(`Receptive field on the input (magenta box): rows ${top}–${bottom - 1}, ` +
+        `columns ${left}–${right - 1} (the pixels this value depends on for this image; ` +
+        `the layer's full field is ${rf.theoretical_size?.join("×") ?? "?"} px).`, "note"));
+    } else {
+      $("rf").style.display = "none";
+      if (rf.note) $("neuron").append(line(rf.note, "note"));
+    }
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+// --- the answer ------------------------------------------------------------------------------
+
+async function drawAnswer() {
+  const t = await api("topk", { k: 5 });
+  const rows = [el("tr", {}, el("th", { text: "class" }), el("th", { text: "logit" }),
+                   el("th", { text: "probability" }))];
+  for (const c of t.classes) {
+    rows.push(el("tr", {}, el("td", { text: c.name }), el("td", { text: fmt(c.logit) }),
+                 el("td", { text: `${(100 * c.probability).toFixed(2)}%` })));
+  }
+  $("topk").replaceChildren(...rows);
+  const top = t.classes[0];
+  $("softmax").textContent = `Softmax: ${t.formula}. For ${top.name}: exp(${fmt(top.logit)} − ` +
+    `${fmt(t.max_logit)}) / ${fmt(t.sum_exp)} = ${(100 * top.probability).toFixed(2)}%.`;
+  const select = $("cam-class");
+  select.replaceChildren(...t.classes.map((c) => el("option", { value: c.class, text: c.name })));
+  $("cam").src = png("cam", { class: top.class });
+}
+
+// --- uploads ---------------------------------------------------------------------------------
+
+async function upload(file) {
+  say(`uploading ${file.name}…`);
+  try {
+    const response = await fetch("/api/images", {
+      method: "POST", body: file,
+      headers: { "X-Filename": encodeURIComponent(file.name).slice(0, 200) },
+    });
+    const body = await response.json();
+    if (!response.ok) {
+      say(`Refused: ${body.error}`, true);
+      return;
+    }
+    await loadSession(body.key);
+    await showAll();
+  } catch (err) {
+    say(`Upload failed: ${err.message}`, true);
+  }
+}
+
+// --- wiring ----------------------------------------------------------------------------------
+
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) upload(file);
+  event.target.value = "";
+});
+document.body.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  document.body.classList.add("dragging");
+});
+document.body.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+document.body.addEventListener("drop", (event) => {
+  event.preventDefault();
+  document.body.classList.remove("dragging");
+  const file = event.dataTransfer.files[0];
+  if (file) upload(file);
+});
+$("model").addEventListener("change", async (event) => {
+  state.model = event.target.value;
+  await showAll();
+});
+$("image").addEventListener("change", async (event) => {
+  state.image = event.target.value;
+  await showAll();
+});
+$("cam-class").addEventListener("change", (event) => {
+  $("cam").src = png("cam", { class: event.target.value });
+});
+
+// The token came in the address; the cookie now carries it, so take it out of the address bar.
+if (location.search.includes("token=")) history.replaceState(null, "", "/");
+await loadSession();
+await showAll();
