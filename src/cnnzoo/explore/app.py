@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -68,7 +68,7 @@ class Guard:
             await response(scope, receive, send)
             return
 
-        async def send_with_cookie(message: dict[str, Any]) -> None:
+        async def send_with_cookie(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 for key, value in SECURITY_HEADERS.items():
@@ -224,7 +224,7 @@ def create_app(
         name = request.path_params.get("name", "index.html")
         if name not in STATIC_FILES:  # a fixed list: no path from the client reaches the disk
             return PlainTextResponse("not found", 404)
-        data = resources.files("cnnzoo.explore").joinpath("static", name).read_bytes()
+        data = resources.files("cnnzoo.explore").joinpath("static").joinpath(name).read_bytes()
         suffix = name[name.rfind(".") :]
         return Response(data, media_type=STATIC_TYPES[suffix])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from rich.console import Console
 
@@ -95,7 +96,7 @@ def cmd_explore(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def serve(app, sock) -> None:  # type: ignore[no-untyped-def]
+def serve(app: Any, sock: Any) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", lifespan="off")

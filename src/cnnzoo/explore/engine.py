@@ -17,7 +17,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from cnnzoo.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from cnnzoo.data.preprocessing import Preprocessing
 
 DEFAULT_CACHE_BYTES = 2 * 1024**3
 DEFAULT_MAX_UPLOAD = 20 * 1024**2
@@ -83,6 +86,17 @@ class Activations:
     inputs: list[torch.Tensor | None]
     nbytes: int
     scales: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+def preprocessing_of(model: nn.Module) -> Preprocessing:
+    """The model's :class:`Preprocessing` (set by ``load_weights`` or the session)."""
+    pre = getattr(model, "pretrained_cfg", None)
+    if pre is None:
+        raise InvalidArgumentError(
+            f"{type(model).__name__} has no pretrained_cfg: load it with "
+            "cnnzoo.weights.load_weights, or set one."
+        )
+    return cast("Preprocessing", pre)
 
 
 def _size(nbytes: int) -> str:
@@ -186,7 +200,7 @@ class Explorer:
     def _analyze(self, entry: ModelEntry) -> None:
         from cnnzoo.analysis import summarize
 
-        pre = entry.model.pretrained_cfg  # type: ignore[union-attr]
+        pre = preprocessing_of(entry.model)
         entry.summary = summarize(entry.model, tuple(pre.input_size))
         entry.rows = entry.summary.layers
 
@@ -247,7 +261,7 @@ class Explorer:
             return acts
 
     def prepared(self, entry: ModelEntry, image: ImageEntry) -> torch.Tensor:
-        pre = entry.model.pretrained_cfg  # type: ignore[union-attr]
+        pre = preprocessing_of(entry.model)
         return pre.transform()(image.image).unsqueeze(0)  # (1, C, H, W)
 
     def _forward(self, entry: ModelEntry, image: ImageEntry) -> Activations:
@@ -289,7 +303,7 @@ class Explorer:
     def graph(self, model_key: str) -> dict[str, Any]:
         """The analyzer's rows grouped by block, in execution order."""
         entry = self.model(model_key)
-        pre = entry.model.pretrained_cfg  # type: ignore[union-attr]
+        pre = preprocessing_of(entry.model)
         blocks: list[dict[str, Any]] = []
         for i, row in enumerate(entry.rows):
             if not blocks or blocks[-1]["name"] != row.block:
@@ -557,7 +571,7 @@ class Explorer:
 
         entry = self.model(model_key)
         acts = self.activations(model_key, image_key)
-        pre = entry.model.pretrained_cfg  # type: ignore[union-attr]
+        pre = preprocessing_of(entry.model)
         picture = display_image(acts.x[0], pre.mean, pre.std).numpy()
         return _png((picture * 255).round().astype(np.uint8))
 
@@ -574,7 +588,7 @@ class Explorer:
         with self.lock:
             layer = default_cam_layer(entry.model, tuple(acts.x.shape[1:]))
             cam = class_activation_map(entry.model, acts.x, target, layer=layer)[0].numpy()
-        pre = entry.model.pretrained_cfg  # type: ignore[union-attr]
+        pre = preprocessing_of(entry.model)
         picture = display_image(acts.x[0], pre.mean, pre.std).numpy()
         if picture.ndim == 2:
             picture = np.repeat(picture[..., None], 3, axis=2)
@@ -593,7 +607,7 @@ class Explorer:
             return draw_filters(filters(entry.model), filter_layer(entry.model))
 
     def preprocessing(self, model_key: str) -> str:
-        pre = self.model(model_key).model.pretrained_cfg  # type: ignore[union-attr]
+        pre = preprocessing_of(self.model(model_key).model)
         return str(pre.describe_steps())
 
 
@@ -603,13 +617,14 @@ class Explorer:
 def conv_detail(conv: nn.Conv2d, inp: torch.Tensor, k: int, y: int, x: int) -> dict[str, Any]:
     """Output ``(k, y, x)`` of ``conv`` on ``inp`` (C, H, W), worked in float64: each input
     channel's window (zero padding as 0), its kernel, their products' sum, then the bias."""
+    padding: tuple[int, int] | None
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         padding = _same_padding(conv) if conv.padding == "same" else None
-        if padding is None:
+        if padding is None or conv.padding_mode != "zeros":
             return {"kind": "conv", "note": f"padding {conv.padding!r}/{conv.padding_mode} "
                     "is not worked out"}  # fmt: skip
     else:
-        padding = tuple(conv.padding)  # type: ignore[assignment]
+        padding = (int(conv.padding[0]), int(conv.padding[1]))
     sh, sw = conv.stride
     dh, dw = conv.dilation
     kh, kw = conv.kernel_size
@@ -666,9 +681,9 @@ def pool_detail(pool: nn.Module, inp: torch.Tensor, c: int, y: int, x: int) -> d
         oh, ow = oh or h, ow or w
         rows = list(range((y * h) // oh, -(-((y + 1) * h) // oh)))
         cols = list(range((x * w) // ow, -(-((x + 1) * w) // ow)))
-        window = src[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        region = src[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         return {"kind": "pool", "pool": "avg", "rows": rows, "cols": cols,
-                "window": window.tolist(), "computed": float(window.mean())}  # fmt: skip
+                "window": region.tolist(), "computed": float(region.mean())}  # fmt: skip
     assert isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d))
     kh, kw = _pair(pool.kernel_size)
     sh, sw = _pair(pool.stride or pool.kernel_size)
@@ -687,7 +702,7 @@ def pool_detail(pool: nn.Module, inp: torch.Tensor, c: int, y: int, x: int) -> d
         flat = [v for line in window for v in line]
         best = max(flat)
         detail.update(pool="max", kept=list(divmod(flat.index(best), kw)), computed=best)
-        window = [[None if v == -math.inf else v for v in line] for line in window]
+        detail["window"] = [[None if v == -math.inf else v for v in line] for line in window]
     else:
         vals = [v for line, ok_line in zip(window, inside, strict=True)
                 for v, ok in zip(line, ok_line, strict=True) if ok]  # fmt: skip
@@ -695,7 +710,7 @@ def pool_detail(pool: nn.Module, inp: torch.Tensor, c: int, y: int, x: int) -> d
         if pool.divisor_override:
             count = pool.divisor_override
         detail.update(pool="avg", divisor=count, computed=sum(vals) / count)
-    detail["window"] = window
+    detail.setdefault("window", window)
     return detail
 
 
@@ -758,7 +773,8 @@ def _png(pixels: np.ndarray) -> bytes:
 
 def with_input_size(model: nn.Module, side: int) -> nn.Module:
     """Prepare images at ``side`` px for this model (a smaller input for a quick look)."""
-    pre = model.pretrained_cfg  # type: ignore[union-attr]
+    pre = preprocessing_of(model)
     chans = pre.input_size[0]
-    model.pretrained_cfg = replace(pre, input_size=(chans, side, side), resize=None, crop=None)
+    new = replace(pre, input_size=(chans, side, side), resize=None, crop=None)
+    model.pretrained_cfg = new  # type: ignore[assignment]  # torch types attributes as modules
     return model

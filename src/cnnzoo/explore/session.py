@@ -58,14 +58,15 @@ def model_entry(
     from cnnzoo.weights.report import LoadReport
 
     spec = get_spec(model_name)
-    model = build_model(spec.name, num_classes=num_classes)
+    built = build_model(spec.name, num_classes=num_classes)
     report = LoadReport("", spec.name, "random")
-    model.pretrained_cfg = assumed_preprocessing(spec, spec.input_size[0], report)
+    pre = assumed_preprocessing(spec, spec.input_size[0], report)
+    built.pretrained_cfg = pre  # type: ignore[assignment]  # torch types attributes as modules
     if side is not None:
-        with_input_size(model, side)
-    model.eval()
+        with_input_size(built, side)
+    built.eval()
     note = "random weights: the layers' shapes and mechanism are real, the answers are not"
-    return ModelEntry(key, f"{spec.name} (random weights)", model, note)
+    return ModelEntry(key, f"{spec.name} (random weights)", built, note)
 
 
 def build_explorer(
