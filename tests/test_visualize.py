@@ -363,6 +363,8 @@ def test_library_errors():
         feature_maps(model, x, ["layer1", "layer_1"])
     with pytest.raises(InvalidArgumentError, match="not a spatial map"):
         class_activation_map(model, x, layer="fc")
+    with pytest.raises(InvalidArgumentError, match="runs 2 times in one pass"):
+        class_activation_map(model, x, layer="layer1.0.relu")  # the block's shared ReLU
     with pytest.raises(InvalidArgumentError, match="class index 3 is out of range"):
         class_activation_map(model, x, target=3)
     with pytest.raises(InvalidArgumentError, match="is not one of gradcam"):

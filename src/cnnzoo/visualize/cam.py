@@ -31,16 +31,18 @@ CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
 def _output_shapes(
-    model: nn.Module, input_size: tuple[int, ...], names: Sequence[str]
+    model: nn.Module, input_size: tuple[int, ...], names: Sequence[str], calls: dict | None = None
 ) -> dict[str, tuple[int, ...]]:
     """The output shapes of ``names`` (and under ``""``, the model's) for one input of
     ``input_size``, from a pass on the meta device: no arithmetic, the model's own tensors
-    untouched."""
+    untouched. ``calls`` counts the calls of each name."""
+    calls = {} if calls is None else calls
     shapes: dict[str, tuple[int, ...]] = {}
 
     def keep(name: str):
         def hook(module: nn.Module, inputs: tuple, output: object) -> None:
             if isinstance(output, torch.Tensor):
+                calls[name] = calls.get(name, 0) + 1
                 shapes[name] = tuple(output.shape)
 
         return hook
@@ -49,7 +51,7 @@ def _output_shapes(
         name: torch.empty_like(t, device="meta")
         for name, t in [*model.named_parameters(), *model.named_buffers()]
     }
-    handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
+    handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in dict.fromkeys(names)]
     try:
         with untouched(model), torch.no_grad():
             model.eval()
@@ -141,7 +143,8 @@ def class_activation_map(
     names = list(stage_layers(model).values())
     if layer is not None:
         names.append(resolve_layers(model, [layer])[0])
-    shapes = _output_shapes(model, size, names)
+    calls: dict[str, int] = {}
+    shapes = _output_shapes(model, size, names, calls)
     layer = layer if layer is not None else _default_layer(model, shapes)
     if layer is None:
         raise _no_spatial_layer(model, size)
@@ -152,6 +155,11 @@ def class_activation_map(
         raise InvalidArgumentError(
             f"layer {layer!r} gives {tuple(shape)}, not a spatial map; pick a convolutional "
             f"layer (or leave the layer out for the default)."
+        )
+    if calls.get(layer, 0) > 1:
+        raise InvalidArgumentError(
+            f"layer {layer!r} runs {calls[layer]} times in one pass (a module shared within a "
+            f"block): its maps are not one layer's; pick the block or another layer."
         )
     from cnnzoo.extras import require
 

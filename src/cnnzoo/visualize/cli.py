@@ -19,22 +19,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Draw the first layer's filters, the feature maps of chosen layers and the "
         "class activation maps of image files, into DIR/index.html (self-contained) and PNGs.",
     )
-    p.add_argument("--weights", required=True, help="a weight file (docs/weights.md)")
-    p.add_argument("--model", help="registry name, for files that do not name their architecture")
+    p.add_argument("--weights", required=True, metavar="W", help="a weight file (docs/weights.md)")
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="registry name, for files that do not name their architecture",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
-        "--layers", help="comma-separated layer names as `cnnzoo summary` lists them"
+        "--layers",
+        metavar="L1,L2",
+        help="comma-separated layer names as `cnnzoo summary` lists them",
     )
     which.add_argument("--stages", action="store_true", help="the end of every stage (the default)")
     p.add_argument(
-        "--cam", default="gradcam", help=f"class activation method: {', '.join(CAM_CHOICES)} "
-        "(gradcam; scorecam runs the model once per channel: slow)",
+        "--cam", default="gradcam", metavar="METHOD",
+        help=f"class activation method: {', '.join(CAM_CHOICES)} (gradcam; scorecam runs the "
+        "model once per channel: slow)",
     )  # fmt: skip
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--class", dest="target", type=int, help="map this class index")
-    target.add_argument("--topk", type=int, default=3, help="map the k most probable (3)")
-    p.add_argument("--out", required=True, help="output folder (DIR/index.html and PNGs)")
+    target.add_argument(
+        "--class", dest="target", type=int, metavar="K", help="map this class index"
+    )
+    target.add_argument(
+        "--topk", type=int, default=3, metavar="K", help="map the k most probable (3)"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (DIR/index.html and PNGs)"
+    )
     p.set_defaults(func=cmd_visualize)
 
 
