@@ -333,18 +333,22 @@ def test_the_cache_is_bounded_by_bytes(default, monkeypatch):
 # --- the command --------------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnzoo", "explore", *args], capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--weights", "none.safetensors"], "none.safetensors"),
+        (["--model", "resnet5"], "resnet5"),
+        (["--port", "-1"], "--port"),
+        (["--image", "missing.png"], "missing.png"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(args, words, capsys, tmp_path, monkeypatch):
+    from cnnzoo.cli import main
 
-
-def test_bad_options_are_one_line_and_exit_2(tmp_path):
-    result = run_cli("--weights", str(tmp_path / "none.safetensors"), "--no-browser")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "none.safetensors" in result.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main(["explore", "--no-browser", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err, err
 
 
 # --- the page in a real browser ------------------------------------------------------------------
