@@ -433,3 +433,74 @@ def test_the_page_in_a_browser(server, tmp_path):
             assert not errors, errors
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def zoo_server(zoo):
+    """The per-family session, served by uvicorn in a thread on a free port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    explorer, _ = zoo
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = create_app(explorer, TOKEN)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", explorer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Debian's chromium")
+def test_switching_to_a_residual_and_an_inception_model(zoo_server):
+    playwright = pytest.importorskip("playwright.sync_api")
+    expect = playwright.expect
+    base, explorer = zoo_server
+    image = image_key(explorer)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(f"{base}/?token={TOKEN}")
+            expect(page.locator("#message")).to_contain_text("Ready")
+            page.select_option("#image", image)
+            for family, layer_name in (
+                ("resnet", "layer2.0.conv2"), ("googlenet", "inception3a.branch2.1.conv"),
+            ):  # fmt: skip
+                page.select_option("#model", family)
+                expect(page.locator("#totals")).to_contain_text(family_name(explorer, family))
+                expect(page.locator("#message")).to_contain_text("Ready")
+                entry = explorer.models[family]
+                index = [r.name for r in entry.rows].index(layer_name)
+                page.click(f"#layer-{index}")
+                cell = page.wait_for_selector("#grid img[data-channel='2']")
+                box = cell.bounding_box()
+                page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + 0.7 * box["height"])
+                expect(page.locator("#neuron-title")).to_contain_text(layer_name)
+                title = page.text_content("#neuron-title")
+                y, x = map(int, re.search(r"row (\d+), column (\d+)", title).groups())
+                prepared = explorer.prepared(entry, explorer.images[image])
+                expected = float(feature_maps(entry.model, prepared, [layer_name])[layer_name][
+                    0, 2, y, x
+                ])  # fmt: skip
+                assert float(page.text_content("#neuron-value")) == pytest.approx(
+                    expected, abs=1e-4 * max(1, abs(expected))
+                )
+                page.screenshot(path=str(ARTIFACTS / f"explore_{family}.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def family_name(explorer: Explorer, key: str) -> str:
+    return explorer.models[key].label.split()[0]

@@ -98,7 +98,7 @@ function drawOverview() {
     `${g.label}: input ${g.input_size.join("×")}, ${count(g.params)} parameters, ` +
     `${count(g.macs)} MACs, ${g.layers} layers`;
   const blocks = g.blocks.map((block) => {
-    const layers = block.layers.map((layer) => {
+    const card = (layer) => {
       const shape = layer.output_shape.slice(1).join("×");
       const rf = layer.rf_size ? `RF ${layer.rf_size.join("×")}` : "";
       const thumbs = el("div", { class: "thumbs" });
@@ -106,7 +106,7 @@ function drawOverview() {
         thumbs.append(el("img", { src: png("channel", { layer: layer.index, channel: c }),
                                   alt: `channel ${c}`, title: `channel ${c}` }));
       }
-      const card = el(
+      const node = el(
         "div", { class: "layer", id: `layer-${layer.index}`, "data-index": layer.index },
         el("div", { class: "name", text: layer.name }),
         el("div", { text: `${layer.type} → ${shape}` }),
@@ -114,13 +114,52 @@ function drawOverview() {
         el("div", { text: rf }),
         thumbs,
       );
-      card.addEventListener("click", () => showLayer(layer.index, 0));
-      return card;
+      node.addEventListener("click", () => showLayer(layer.index, 0));
+      return node;
+    };
+    const items = structure(block.layers).map((item) => {
+      if (!item.paths) return card(item);
+      const rows = [...item.paths].map(([path, layers]) => el("div", { class: "path" },
+        el("div", { class: "path-label", text: pathLabel(item.unit, path) }),
+        el("div", { class: "layers" }, ...layers.map(card))));
+      return el("div", { class: "parallel" }, ...rows);
     });
     return el("div", { class: "block" }, el("h3", { text: block.name }),
-              el("div", { class: "layers" }, ...layers));
+              el("div", { class: "layers" }, ...items));
   });
   $("overview").replaceChildren(...blocks);
+}
+
+// The analyzer lists layers in execution order; the module names tell the structure: an
+// inception block's `branchN` paths read the same input and are concatenated, a residual
+// unit's `downsample`/`shortcut` is added to its output. Such paths are drawn as rows stacked
+// in one column (side by side in the flow), the other layers one after the other.
+function structure(layers) {
+  const items = [];
+  for (const layer of layers) {
+    const parts = layer.name.split(".");
+    const at = parts.findIndex((p) => /^branch\d+$/.test(p) || p === "downsample" ||
+                                      p === "shortcut");
+    if (at < 0) {
+      items.push(layer);
+      continue;
+    }
+    const unit = parts.slice(0, at).join(".");
+    const path = parts[at];
+    const last = items.at(-1);
+    const group = last && last.unit === unit ? last : { unit, paths: new Map() };
+    if (group !== last) items.push(group);
+    if (!group.paths.has(path)) group.paths.set(path, []);
+    group.paths.get(path).push(layer);
+  }
+  return items;
+}
+
+function pathLabel(unit, path) {
+  if (path.startsWith("branch")) {
+    return `${unit}.${path}: a parallel path on ${unit}'s input, concatenated after`;
+  }
+  return `${unit}.${path}: the shortcut, added to ${unit}'s output`;
 }
 
 // --- a layer ---------------------------------------------------------------------------------
@@ -216,7 +255,7 @@ async function showNeuron(index, channel, y, x) {
           "largest sums are shown, every channel's sum is added:", "note"));
       }
       for (const c of d.channels) {
-        out.push(el("div", {}, numbers(c.window, `input channel ${c.channel}: window`),
+        out.push(el("div", { class: "conv-channel" }, numbers(c.window, `input channel ${c.channel}: window`),
           numbers(c.kernel, "kernel"), line(`Σ window·kernel = ${fmt(c.sum)}`)));
       }
       out.push(line(`sum over ${d.in_channels} channel(s) = ${fmt(d.sum)}; + bias ` +
