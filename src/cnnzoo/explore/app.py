@@ -121,6 +121,9 @@ def create_app(
                 result = await run_in_threadpool(fn, request)
             except CnnzooError as err:
                 return _error(err)
+            except Exception as err:  # a bug or a model that breaks: say it, keep serving
+                text = " ".join(str(err).split())[:200]
+                return JSONResponse({"error": f"internal error: {type(err).__name__}: {text}"}, 500)
             if isinstance(result, bytes):
                 return Response(result, media_type="image/png")
             return JSONResponse(result)

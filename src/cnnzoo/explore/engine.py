@@ -217,6 +217,15 @@ class Explorer:
     def add_image(self, data: bytes, name: str) -> ImageEntry:
         """Decode and keep an uploaded image; its key is its content's hash."""
         img = read_upload(data, name, self.max_upload, self.max_pixels)
+        for entry in self.models.values():  # refused now, not at the first click
+            try:
+                preprocessing_of(entry.model).transform()(img)
+            except Exception as err:  # the colour policy refuses some modes (16-bit, ...)
+                text = " ".join(str(err).split())[:160] or type(err).__name__
+                raise UploadError(
+                    f"{name} ({img.mode}, {img.format}) cannot be prepared for "
+                    f"{entry.label}: {text}"
+                ) from None
         key = hashlib.sha256(data).hexdigest()[:16]
         with self.lock:
             if key not in self.images:
