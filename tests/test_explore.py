@@ -173,6 +173,11 @@ def test_layer_maps_share_one_scale_and_decode_to_the_maps_size(default):
     picture = client.get("/api/channel.png", params={**q, "channel": 5})
     assert picture.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(picture.content)).size == (28, 28)
+    # What the layer reads (here the image itself), for the window drawn on it.
+    read = client.get("/api/input_channel.png", params={**q, "channel": 0})
+    assert Image.open(io.BytesIO(read.content)).size == (32, 32)
+    linear = client.get("/api/input_channel.png", params={**q, "layer": 8, "channel": 0})
+    assert linear.status_code == 404
     missing = client.get("/api/channel.png", params={**q, "channel": 6})
     assert missing.status_code == 404 and "0 to 5" in missing.json()["error"]
     assert client.get("/api/layer", params={**q, "layer": 99}).status_code == 404
@@ -417,6 +422,7 @@ def test_the_page_in_a_browser(server, tmp_path):
             title = page.text_content("#neuron-title")
             assert "channel 3, row 11, column 16" in title, title
             shown = float(page.text_content("#neuron-value"))
+            page.click("text=slide the window")  # the kernel sliding: it runs without errors
             page.screenshot(path=str(ARTIFACTS / "explore_neuron.png"), full_page=True)
 
             model, _ = load_weights(None, default_weights())

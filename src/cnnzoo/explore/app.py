@@ -172,6 +172,13 @@ def create_app(
             _int(request, "channel", 0),
         )  # fmt: skip
 
+    def input_channel(request: Request) -> bytes:
+        q = request.query_params
+        return explorer.input_channel_png(
+            q.get("model", ""), q.get("image", ""), _int(request, "layer"),
+            _int(request, "channel", 0),
+        )  # fmt: skip
+
     def neuron(request: Request) -> dict[str, Any]:
         q = request.query_params
         return explorer.neuron(
@@ -238,6 +245,7 @@ def create_app(
         Route("/api/graph", api(graph)),
         Route("/api/layer", api(layer)),
         Route("/api/channel.png", api(channel)),
+        Route("/api/input_channel.png", api(input_channel)),
         Route("/api/neuron", api(neuron)),
         Route("/api/receptive_field", api(receptive_field)),
         Route("/api/topk", api(topk)),

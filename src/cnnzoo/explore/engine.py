@@ -428,6 +428,26 @@ class Explorer:
         lo, hi = self.scale(acts, layer)
         return colour_png(m.numpy(), lo, hi)
 
+    def input_channel_png(self, model_key: str, image_key: str, layer: int, channel: int) -> bytes:
+        """One channel of the tensor a layer reads (its input, e.g. the previous layer's
+        output or the image), in one scale for that tensor, as for :meth:`channel_png`."""
+        entry = self.model(model_key)
+        row = self._row(entry, layer)
+        acts = self.activations(model_key, image_key)
+        inp = acts.inputs[layer]
+        if inp is None or inp.dim() != 4:
+            raise NotFoundError(f"{row.name}'s input is not kept as maps (only conv and pooling).")
+        if not 0 <= channel < inp.shape[1]:
+            raise NotFoundError(
+                f"input channel {channel} is out of range: 0 to {inp.shape[1] - 1}."
+            )
+        lo, hi = float(inp.min()), float(inp.max())
+        if lo < 0:
+            lo, hi = -max(-lo, hi, 1e-12), max(-lo, hi, 1e-12)
+        else:
+            lo, hi = 0.0, max(hi, 1e-12)
+        return colour_png(inp[0, channel].numpy(), lo, hi)
+
     def neuron(
         self, model_key: str, image_key: str, layer: int, channel: int, y: int = 0, x: int = 0
     ) -> dict[str, Any]:
@@ -655,6 +675,7 @@ def conv_detail(conv: nn.Conv2d, inp: torch.Tensor, k: int, y: int, x: int) -> d
         "kind": "conv",
         "stride": [sh, sw], "padding": list(padding), "dilation": [dh, dw],
         "groups": conv.groups, "in_channels": cin, "first_input_channel": first,
+        "input_size": list(inp.shape[1:]), "kernel_size": [kh, kw],
         "rows": rows, "cols": cols,
         "formula": "Σ_c Σ_i Σ_j window[c, i, j] · kernel[c, i, j] + bias",
         "channels": [
@@ -706,7 +727,9 @@ def pool_detail(pool: nn.Module, inp: torch.Tensor, c: int, y: int, x: int) -> d
         [float(src[r, cc]) if ok else fill for cc, ok in zip(cols, line, strict=True)]
         for r, line in zip(rows, inside, strict=True)
     ]
-    detail: dict[str, Any] = {"kind": "pool", "rows": rows, "cols": cols}
+    detail: dict[str, Any] = {"kind": "pool", "rows": rows, "cols": cols, "input_size": [h, w],
+                              "stride": [sh, sw], "padding": [ph, pw], "dilation": [dh, dw],
+                              "kernel_size": [kh, kw]}  # fmt: skip
     if isinstance(pool, nn.MaxPool2d):
         flat = [v for line in window for v in line]
         best = max(flat)

@@ -236,6 +236,67 @@ function line(text, cls = "result") {
   return el("p", { class: cls, text });
 }
 
+// The input channel a window reads, with the window drawn on it (a box over the map).
+function boxed(layer, inputChannel, d, size) {
+  const [h, w] = d.input_size;
+  const img = el("img", { class: "input-map", alt: `input channel ${inputChannel}`,
+                          src: png("input_channel", { layer, channel: inputChannel }) });
+  img.style.width = `${size}px`;
+  img.style.height = `${(size * h) / w}px`;
+  const box = el("div", { class: "window-box" });
+  const place = (oy, ox) => {
+    const top = oy * d.stride[0] - d.padding[0];
+    const left = ox * d.stride[1] - d.padding[1];
+    const eh = d.dilation[0] * (d.kernel_size[0] - 1) + 1;
+    const ew = d.dilation[1] * (d.kernel_size[1] - 1) + 1;
+    Object.assign(box.style, { top: `${(top / h) * size * h / w}px`, left: `${(left / w) * size}px`,
+      height: `${(eh / h) * size * h / w}px`, width: `${(ew / w) * size}px` });
+  };
+  return { node: el("div", { class: "boxed" }, img, box), place };
+}
+
+function windowOn(layer, inputChannel, d) {
+  const view = boxed(layer, inputChannel, d, 96);
+  const oy = (d.rows[0] + d.padding[0]) / d.stride[0];
+  const ox = (d.cols[0] + d.padding[1]) / d.stride[1];
+  view.place(oy, ox);
+  return el("div", { class: "note" }, view.node, `input channel ${inputChannel}`);
+}
+
+// The kernel sliding over an input channel, the output map filling in, as in CNN Explainer.
+function slider(layer, d, inputChannel, outChannel, [y, x]) {
+  const view = boxed(layer, inputChannel, d, 200);
+  const [, oh, ow] = state.layer.shape;
+  const out = el("img", { class: "input-map", alt: `output channel ${outChannel}`,
+                          src: png("channel", { layer, channel: outChannel }) });
+  Object.assign(out.style, { width: "200px", height: `${(200 * oh) / ow}px` });
+  const cell = el("div", { class: "window-box out-cell" });
+  const mark = (oy, ox) => Object.assign(cell.style, {
+    top: `${(oy / oh) * 200 * oh / ow}px`, left: `${(ox / ow) * 200}px`,
+    height: `${(1 / oh) * 200 * oh / ow}px`, width: `${(1 / ow) * 200}px` });
+  const show = (oy, ox) => { view.place(oy, ox); mark(oy, ox); };
+  show(y, x);
+  const button = el("button", { text: "▶ slide the window" });
+  let timer = null;
+  button.addEventListener("click", () => {
+    if (timer) { clearInterval(timer); timer = null; show(y, x); return; }
+    const step = Math.max(1, Math.ceil(Math.sqrt((oh * ow) / 150)));
+    let i = 0;
+    timer = setInterval(() => {
+      const oy = Math.floor(i / Math.ceil(ow / step)) * step;
+      const ox = (i % Math.ceil(ow / step)) * step;
+      if (oy >= oh) { clearInterval(timer); timer = null; show(y, x); return; }
+      show(oy, ox);
+      i += 1;
+    }, 80);
+  });
+  return el("div", { class: "slider" },
+    el("div", { class: "note" }, view.node, `input channel ${inputChannel} (window in magenta)`),
+    el("div", { class: "note" }, el("div", { class: "boxed" }, out, cell),
+       `output channel ${outChannel} (this value in magenta)`),
+    button);
+}
+
 async function showNeuron(index, channel, y, x) {
   try {
     const d = await api("neuron", { layer: index, channel, y, x });
@@ -254,8 +315,9 @@ async function showNeuron(index, channel, y, x) {
         out.push(line(`${d.in_channels} input channels; the ${d.channels_shown} with the ` +
           "largest sums are shown, every channel's sum is added:", "note"));
       }
+      out.push(slider(index, d, d.channels[0].channel, channel, [y, x]));
       for (const c of d.channels) {
-        out.push(el("div", { class: "conv-channel" }, numbers(c.window, `input channel ${c.channel}: window`),
+        out.push(el("div", { class: "conv-channel" }, windowOn(index, c.channel, d), numbers(c.window, `input channel ${c.channel}: window`),
           numbers(c.kernel, "kernel"), line(`Σ window·kernel = ${fmt(c.sum)}`)));
       }
       out.push(line(`sum over ${d.in_channels} channel(s) = ${fmt(d.sum)}; + bias ` +
@@ -263,6 +325,7 @@ async function showNeuron(index, channel, y, x) {
     } else if (d.kind === "pool" && d.window) {
       out.push(line(`${d.pool} pooling over input rows ${d.rows.join(", ")}, columns ` +
         `${d.cols.join(", ")} of the same channel.`, "note"));
+      if (d.input_size) out.push(slider(index, d, channel, channel, [y, x]));
       out.push(numbers(d.window, "window", d.kept));
       out.push(line(d.pool === "max" ? `kept the largest: ${fmt(d.computed)}` :
         `mean: sum / ${d.divisor ?? d.window.flat().length} = ${fmt(d.computed)}`));
