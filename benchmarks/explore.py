@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnzoo.explore.app import COOKIE, create_app
+from cnnzoo.explore.app import cookie_name, create_app
 from cnnzoo.explore.engine import Explorer
 from cnnzoo.explore.session import model_entry
 
@@ -55,8 +55,8 @@ def main() -> None:
     from starlette.testclient import TestClient
 
     explorer = Explorer([model_entry(args.model, None, "m")])
-    client = TestClient(create_app(explorer, "t"), base_url="http://127.0.0.1")
-    client.cookies.set(COOKIE, "t")
+    client = TestClient(create_app(explorer, "t"), base_url="http://127.0.0.1:8000")
+    client.cookies.set(cookie_name(8000), "t")
     rows = explorer.models["m"].rows
     conv = max(i for i, r in enumerate(rows) if r.type == "Conv2d" and r.name.startswith("layer3"))
     times: dict[str, list[float]] = {k: [] for k in (

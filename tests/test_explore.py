@@ -23,7 +23,7 @@ pytest.importorskip("httpx")
 from PIL import Image
 from starlette.testclient import TestClient
 
-from cnnzoo.explore.app import COOKIE, create_app
+from cnnzoo.explore.app import cookie_name, create_app
 from cnnzoo.explore.engine import Explorer
 from cnnzoo.explore.session import build_explorer, model_entry
 from cnnzoo.visualize import feature_maps
@@ -73,7 +73,7 @@ def zoo() -> tuple[Explorer, TestClient]:
     ]
     explorer = Explorer(entries)
     client = TestClient(create_app(explorer, TOKEN), base_url="http://127.0.0.1:8000")
-    client.cookies.set(COOKIE, TOKEN)
+    client.cookies.set(cookie_name(8000), TOKEN)
     image = client.post("/api/images", content=png_bytes(Image.new("RGB", (40, 40), "white")))
     rng = torch.Generator().manual_seed(0)
     noise = (torch.rand(40, 40, 3, generator=rng) * 255).to(torch.uint8).numpy()
@@ -94,7 +94,7 @@ def test_every_request_needs_the_token_then_the_cookie(default):
     client = TestClient(create_app(explorer, TOKEN), base_url="http://127.0.0.1:8000")
     assert client.get("/").status_code == 403
     assert client.get("/api/session", params={"token": "wrong"}).status_code == 403
-    client.cookies.set(COOKIE, "wrong")
+    client.cookies.set(cookie_name(8000), "wrong")
     assert client.get("/api/session").status_code == 403
     client.cookies.clear()
     first = client.get("/", params={"token": TOKEN})
@@ -102,6 +102,10 @@ def test_every_request_needs_the_token_then_the_cookie(default):
     assert "HttpOnly" in first.headers["set-cookie"]
     assert "default-src 'self'" in first.headers["content-security-policy"]
     assert client.get("/api/session").status_code == 200  # the cookie alone, from now on
+    assert cookie_name(8000) in first.headers["set-cookie"]  # one per port: sessions apart
+    other = TestClient(create_app(explorer, "other"), base_url="http://127.0.0.1:8001")
+    other.cookies.set(cookie_name(8000), TOKEN)  # a cookie named for another port opens nothing
+    assert other.get("/api/session").status_code == 403
 
 
 def test_a_foreign_host_is_refused_even_with_the_token(default):
@@ -417,7 +421,7 @@ def test_the_page_in_a_browser(server, tmp_path):
             cell = page.wait_for_selector("#grid img[data-channel='3']")
             box = cell.bounding_box()
             # The cell's map is 28×28: the click at 60% across, 40% down is (row 11, col 16).
-            page.mouse.click(box["x"] + 0.6 * box["width"], box["y"] + 0.4 * box["height"])
+            cell.click(position={"x": 0.6 * box["width"], "y": 0.4 * box["height"]})
             page.wait_for_selector("#neuron-value")
             title = page.text_content("#neuron-title")
             assert "channel 3, row 11, column 16" in title, title
@@ -490,8 +494,8 @@ def test_switching_to_a_residual_and_an_inception_model(zoo_server):
                 index = [r.name for r in entry.rows].index(layer_name)
                 page.click(f"#layer-{index}")
                 cell = page.wait_for_selector("#grid img[data-channel='2']")
-                box = cell.bounding_box()
-                page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + 0.7 * box["height"])
+                box = cell.bounding_box()  # Playwright's click waits for the cell to be still
+                cell.click(position={"x": 0.3 * box["width"], "y": 0.7 * box["height"]})
                 expect(page.locator("#neuron-title")).to_contain_text(layer_name)
                 title = page.text_content("#neuron-title")
                 y, x = map(int, re.search(r"row (\d+), column (\d+)", title).groups())

@@ -21,6 +21,14 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.explore.engine import Explorer, NotFoundError, UploadError
 
 COOKIE = "cnnzoo_explore_token"
+
+
+def cookie_name(port: int | None) -> str:
+    """The cookie of the server on ``port``: browsers share cookies across a host's ports, so
+    two sessions on 127.0.0.1 must not overwrite each other's token."""
+    return f"{COOKIE}_{port}" if port else COOKIE
+
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 # Headers every answer carries: the page loads nothing from elsewhere, and no other site may
@@ -55,7 +63,8 @@ class Guard:
             await response(scope, receive, send)
             return
         given = request.query_params.get("token")
-        cookie = request.cookies.get(COOKIE, "")
+        name_of_cookie = cookie_name((scope.get("server") or (None, None))[1])
+        cookie = request.cookies.get(name_of_cookie, "")
         if given is not None and hmac.compare_digest(given, self.token):
             set_cookie = True
         elif cookie and hmac.compare_digest(cookie, self.token):
@@ -74,7 +83,7 @@ class Guard:
                 for key, value in SECURITY_HEADERS.items():
                     headers.append((key.lower().encode(), value.encode()))
                 if set_cookie:
-                    cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                    cookie = f"{name_of_cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
                     headers.append((b"set-cookie", cookie.encode()))
                 message = {**message, "headers": headers}
             await send(message)

@@ -210,7 +210,7 @@ async function showLayer(index, page) {
                 el("div", { text: `${fmt(cell.min)} … ${fmt(cell.max)}` }));
     });
     $("grid").replaceChildren(...cells);
-    $("layer-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });
+    $("layer-panel").scrollIntoView({ block: "nearest" });
   } catch (err) {
     say(err.message, true);
   }
@@ -358,7 +358,7 @@ async function showNeuron(index, channel, y, x) {
       out.push(line(`then ${f.name} (${f.type}) → ${fmt(f.value)}`));
     }
     $("neuron").replaceChildren(...out);
-    $("neuron-panel").scrollIntoView({ behavior: "smooth", block: "nearest" });
+    $("neuron-panel").scrollIntoView({ block: "nearest" });
     if (state.layer.shape.length === 1) {
       $("rf").style.display = "none";
       return;
