@@ -36,7 +36,7 @@ FAMILIES = {
     "alexnet": ("alexnet", 63),
     "vgg": ("vgg11", 32),
     "googlenet": ("googlenet", 32),
-    "resnet": ("resnet20", 32),
+    "resnet": ("resnet18", 32),  # its `downsample` shortcuts are modules (ResNet-20: none)
     "densenet": ("densenet121", 32),
     "mobilenet": ("mobilenet_v3_small", 32),
     "efficientnet": ("efficientnet_b0", 32),
@@ -470,7 +470,7 @@ def zoo_server(zoo):
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Debian's chromium")
-def test_switching_to_a_residual_and_an_inception_model(zoo_server):
+def test_switching_to_residual_inception_and_dense_models(zoo_server):
     playwright = pytest.importorskip("playwright.sync_api")
     expect = playwright.expect
     base, explorer = zoo_server
@@ -484,8 +484,10 @@ def test_switching_to_a_residual_and_an_inception_model(zoo_server):
             page.goto(f"{base}/?token={TOKEN}")
             expect(page.locator("#message")).to_contain_text("Ready")
             page.select_option("#image", image)
-            for family, layer_name in (
-                ("resnet", "layer2.0.conv2"), ("googlenet", "inception3a.branch2.1.conv"),
+            for family, layer_name, structure in (
+                ("resnet", "layer2.0.conv2", "the shortcut, added to"),
+                ("googlenet", "inception3a.branch2.1.conv", "a parallel path on"),
+                ("densenet", "features.denseblock2.denselayer3.conv1", "concatenated to its"),
             ):  # fmt: skip
                 page.select_option("#model", family)
                 expect(page.locator("#totals")).to_contain_text(family_name(explorer, family))
@@ -507,6 +509,8 @@ def test_switching_to_a_residual_and_an_inception_model(zoo_server):
                     expected, abs=1e-4 * max(1, abs(expected))
                 )
                 page.screenshot(path=str(ARTIFACTS / f"explore_{family}.png"), full_page=True)
+                labels = page.locator(".path-label").all_text_contents()
+                assert any(structure in t for t in labels), (family, labels[:3])
             assert not errors, errors
         finally:
             browser.close()

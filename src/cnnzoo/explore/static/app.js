@@ -122,7 +122,7 @@ function drawOverview() {
       const rows = [...item.paths].map(([path, layers]) => el("div", { class: "path" },
         el("div", { class: "path-label", text: pathLabel(item.unit, path) }),
         el("div", { class: "layers" }, ...layers.map(card))));
-      return el("div", { class: "parallel" }, ...rows);
+      return el("div", { class: item.dense ? "parallel dense" : "parallel" }, ...rows);
     });
     return el("div", { class: "block" }, el("h3", { text: block.name }),
               el("div", { class: "layers" }, ...items));
@@ -138,6 +138,14 @@ function structure(layers) {
   const items = [];
   for (const layer of layers) {
     const parts = layer.name.split(".");
+    const dense = parts.findIndex((p) => /^denselayer\d+$/.test(p));
+    if (dense >= 0) {  // a dense layer: one path of its own, concatenated to its input after
+      const unit = parts.slice(0, dense + 1).join(".");
+      const last = items.at(-1);
+      if (last && last.unit === unit) last.paths.get("dense").push(layer);
+      else items.push({ unit, dense: true, paths: new Map([["dense", [layer]]]) });
+      continue;
+    }
     const at = parts.findIndex((p) => /^branch\d+$/.test(p) || p === "downsample" ||
                                       p === "shortcut");
     if (at < 0) {
@@ -156,6 +164,9 @@ function structure(layers) {
 }
 
 function pathLabel(unit, path) {
+  if (path === "dense") {
+    return `${unit}: its output is concatenated to its input (every earlier layer's, in the block)`;
+  }
   if (path.startsWith("branch")) {
     return `${unit}.${path}: a parallel path on ${unit}'s input, concatenated after`;
   }
