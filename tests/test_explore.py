@@ -94,6 +94,7 @@ def test_every_request_needs_the_token_then_the_cookie(default):
     client = TestClient(create_app(explorer, TOKEN), base_url="http://127.0.0.1:8000")
     assert client.get("/").status_code == 403
     assert client.get("/api/session", params={"token": "wrong"}).status_code == 403
+    assert client.get("/api/session", params={"token": "tökén"}).status_code == 403
     client.cookies.set(cookie_name(8000), "wrong")
     assert client.get("/api/session").status_code == 403
     client.cookies.clear()

@@ -49,6 +49,10 @@ class Guard:
     def __init__(self, app: ASGIApp, token: str, hosts: tuple[str, ...] | None) -> None:
         self.app, self.token, self.hosts = app, token, hosts
 
+    def _matches(self, given: str) -> bool:
+        # As bytes: compare_digest refuses str with non-ASCII characters (a crafted query).
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode())
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -65,9 +69,9 @@ class Guard:
         given = request.query_params.get("token")
         name_of_cookie = cookie_name((scope.get("server") or (None, None))[1])
         cookie = request.cookies.get(name_of_cookie, "")
-        if given is not None and hmac.compare_digest(given, self.token):
+        if given is not None and self._matches(given):
             set_cookie = True
-        elif cookie and hmac.compare_digest(cookie, self.token):
+        elif cookie and self._matches(cookie):
             set_cookie = False
         else:
             response = PlainTextResponse(

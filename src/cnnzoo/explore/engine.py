@@ -550,7 +550,7 @@ class Explorer:
                 for p in model.parameters():
                     p.requires_grad_(False)
                 with contextlib.suppress(_Stop):
-                    model(xin)
+                    model(xin * 1)  # not the leaf itself: an in-place first layer may follow
                 if kept:
                     kept[0][0, c, y, x].backward()
         finally:
