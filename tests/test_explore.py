@@ -361,6 +361,25 @@ def test_bad_options_are_one_line_and_exit_2(args, words, capsys, tmp_path, monk
     assert len(err.strip().splitlines()) == 1 and words in err, err
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_command_prints_its_address_and_warns_on_every_interface(host, capsys, monkeypatch):
+    import cnnzoo.explore.cli as explore_cli
+    from cnnzoo.cli import main
+
+    served = []
+    monkeypatch.setattr(explore_cli, "serve", lambda app, sock: served.append((app, sock)))
+    assert main(["explore", "--no-browser", "--host", host]) == 0
+    out, err = capsys.readouterr()
+    app, sock = served[0]
+    port = sock.getsockname()[1]
+    sock.close()
+    assert re.search(rf"http://127\.0\.0\.1:{port}/\?token={re.escape(app.token)}\b", out)
+    if host == "0.0.0.0":
+        assert "warning" in err and "every network" in err and app.hosts is None
+    else:
+        assert not err.strip() and "127.0.0.1" in app.hosts and "evil.example" not in app.hosts
+
+
 # --- the page in a real browser ------------------------------------------------------------------
 
 
