@@ -2,7 +2,8 @@
 // Every name (class, layer, file) is set with textContent, never as HTML.
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, image: null, graph: null, layer: null, session: null };
+const state = { model: null, image: null, graph: null, layer: null, session: null,
+                generation: 0 };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -79,10 +80,16 @@ async function showAll() {
   $("neuron-panel").hidden = true;
   $("rf").style.display = "none";
   say("computing every layer…");
+  // A later choice (another model or image) wins: answers to an earlier one are dropped.
+  const mine = ++state.generation;
   try {
-    state.graph = await api("graph");
+    const graph = await api("graph");
+    if (mine !== state.generation) return;
+    state.graph = graph;
     drawOverview();
-    await drawAnswer();
+    const answer = await api("topk", { k: 5 });
+    if (mine !== state.generation) return;
+    drawAnswer(answer);
     const notes = state.session.notes.join("; ");
     say(notes ? `Ready. Note: ${notes}.` : "Ready: click a layer, then a cell of a map.");
   } catch (err) {
@@ -398,8 +405,7 @@ async function showNeuron(index, channel, y, x) {
 
 // --- the answer ------------------------------------------------------------------------------
 
-async function drawAnswer() {
-  const t = await api("topk", { k: 5 });
+function drawAnswer(t) {
   const rows = [el("tr", {}, el("th", { text: "class" }), el("th", { text: "logit" }),
                    el("th", { text: "probability" }))];
   for (const c of t.classes) {
