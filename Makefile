@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cnnzoo train --model lenet5 --dataset digits --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-# The comparison report's test opens the page in a real headless browser (Debian's chromium).
+# The comparison report's test and explore's page tests (Playwright, the dev extra) open pages
+# in a real headless browser: Debian's chromium (Playwright's own browser download needs the
+# network).
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \

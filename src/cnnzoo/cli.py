@@ -527,6 +527,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnzoo.compare.cli import add_parser as add_compare
+    from cnnzoo.explore.cli import add_parser as add_explore
     from cnnzoo.scratch.cli import add_parser as add_scratch_train
     from cnnzoo.visualize.cli import add_parser as add_visualize
     from cnnzoo.visualize.optimizers.cli import add_parser as add_optimizers
@@ -573,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scratch_train(sub)
     add_optimizers(sub)
     add_visualize(sub)
+    add_explore(sub)
     return parser
 
 

@@ -19,6 +19,8 @@ EXTRAS = {
     "onnxscript": "onnx",
     "onnxruntime": "onnx",
     "pytorch_grad_cam": "visualize",
+    "starlette": "explore",
+    "uvicorn": "explore",
 }
 
 
