@@ -25,11 +25,13 @@ $(CHROMIUM):
 		(apt-get update && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
+# The tests run in two processes, a test file to each at a time (fixtures shared within a file),
+# one torch thread each (tests/conftest.py): two cores busy without oversubscribing them.
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 # mypy over src/ at the strictness pyproject.toml's [tool.mypy] states; zero errors expected.
 typecheck: $(STAMP)

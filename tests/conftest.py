@@ -17,6 +17,16 @@ def load_reference() -> dict[str, dict]:
     return json.loads(REFERENCE_JSON.read_text())["models"]
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (`make test` runs two worker processes on a 2-core machine) each
+    worker computes with one thread: two workers of two threads each would oversubscribe the
+    cores, and torch's threads wait for each other by spinning."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict[str, dict]:
     return load_reference()
