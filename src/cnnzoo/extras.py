@@ -1,8 +1,9 @@
 """Optional packages: import one, or say in one line which extra installs it.
 
 The ONNX pieces (export, the ``onnxruntime`` and ``int8`` backends, reading an exported file's
-metadata) need packages that a plain ``pip install cnnzoo`` does not bring; every place that
-needs one imports it through :func:`require`, so the message and the extra's name live here.
+metadata) and the OpenVINO backends need packages that a plain ``pip install cnnzoo`` does not
+bring; every place that needs one imports it through :func:`require`, so the message and the
+extra's name live here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from types import ModuleType
 from cnnzoo.errors import ExportError
 
 # Which extra brings which top-level module (pyproject.toml's optional-dependencies).
-EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
+EXTRAS = {
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
+    "openvino": "openvino",
+    "nncf": "openvino",
+}
 
 
 def require(*modules: str, needed_by: str) -> list[ModuleType]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -102,9 +103,17 @@ def cache_key(
         "machine": env["machine"]["cpu"],
         "torch": versions["torch"],
         "onnxruntime": versions["onnxruntime"],
+        "openvino": _version("openvino"),
         "cnnzoo": versions["cnnzoo"],
         "candidates": list(candidates),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
