@@ -168,12 +168,14 @@ def optimize(
             does not compute what the model computes (parity failure, one line with the numbers).
     """
     start = time.perf_counter()
-    precision = _precision(backend, precision, calibration)
+    precision = _precision(backend, precision)
     fallback = ""
     if backend == "auto" and precision == "bf16" and not bf16_capable():
         precision = "fp32"
         fallback = "this CPU has no bfloat16 instructions (avx512_bf16, AMX): fp32 instead"
-    ctx = _context(model, backend, example_input, threads, calibration, model_name, cuda_dtype)
+    ctx = _context(
+        model, backend, precision, example_input, threads, calibration, model_name, cuda_dtype
+    )
     with torch_threads(ctx.threads):
         with torch.inference_mode():
             want = ctx.model(ctx.example)
@@ -195,7 +197,7 @@ def optimize(
     return runner
 
 
-def _precision(backend: str, precision: str | None, calibration: torch.Tensor | None) -> str:
+def _precision(backend: str, precision: str | None) -> str:
     """The precision asked for, checked against the backend; the backend's own when ``None``."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}.")
@@ -211,15 +213,13 @@ def _precision(backend: str, precision: str | None, calibration: torch.Tensor | 
             f"backend {backend!r} runs in {ENGINE_PRECISION[backend]}, not {precision}: use "
             f"backend 'auto' or one of {', '.join(same)} with precision {precision!r}."
         )
-    if precision == "int8" and calibration is None:
-        what = "precision 'int8'" if backend == "auto" else f"backend {backend!r}"
-        raise InvalidArgumentError(NEEDS_CALIBRATION.format(what=what))
     return precision
 
 
 def _context(
     model: nn.Module,
     backend: str,
+    precision: str,
     example_input: torch.Tensor,
     threads: int | None,
     calibration: torch.Tensor | None,
@@ -237,6 +237,10 @@ def _context(
         fix="give a batch like those you will run, e.g. torch.randn(8, C, H, W)",
     )
     size = tuple(example.shape[1:])
+    if precision == "int8" and calibration is None:
+        what = "precision 'int8'" if backend == "auto" else f"backend {backend!r}"
+        shape = f"(M, {', '.join(map(str, size))})"
+        raise InvalidArgumentError(NEEDS_CALIBRATION.format(what=what, shape=shape))
     if calibration is not None:
         calibration = check_images(
             "calibration", calibration, size, fix="give images prepared like example_input"

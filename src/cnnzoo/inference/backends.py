@@ -28,7 +28,7 @@ NO_BF16 = (
 )
 NEEDS_CALIBRATION = (
     "{what} needs calibration images: pass calibration= a few hundred preprocessed "
-    "training images shaped like example_input (the CLI: --calibrate DATASET)."
+    "training images of shape {shape} (the CLI: --calibrate DATASET)."
 )
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 

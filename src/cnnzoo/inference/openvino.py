@@ -130,7 +130,7 @@ def _quantize(model: Any, ctx: Context) -> Any:
     import nncf
 
     if ctx.calibration is None:  # optimize checks this first; kept for direct callers
-        what = "backend 'openvino_int8'"
-        raise InvalidArgumentError(backends.NEEDS_CALIBRATION.format(what=what))
+        what, shape = "backend 'openvino_int8'", f"(M, {', '.join(map(str, ctx.input_size))})"
+        raise InvalidArgumentError(backends.NEEDS_CALIBRATION.format(what=what, shape=shape))
     images = [img[None].contiguous().numpy() for img in ctx.calibration]
     return nncf.quantize(model, nncf.Dataset(images), subset_size=len(images))
