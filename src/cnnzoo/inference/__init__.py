@@ -338,7 +338,7 @@ def _auto(ctx: Context, want: torch.Tensor, cache_dir: Path, names: tuple[str, .
     for candidate in candidates:
         if candidate.name in medians:
             candidate.median_ms = medians[candidate.name] * 1e3
-    best = min(runners, key=lambda n: medians[n])
+    best = auto.fastest({name: medians[name] for name in runners})
     chosen = runners[best]
     chosen.chosen_by, chosen.measurements, chosen.cache_file = "auto", candidates, path
     problem = auto.write_cache(path, key, best, candidates)
