@@ -248,11 +248,15 @@ def _backend(args: argparse.Namespace) -> str:
     return "auto" if args.precision in ("bf16", "int8") else "eager"
 
 
-def _needs_int8(args: argparse.Namespace) -> bool:
+def _precision(args: argparse.Namespace) -> str:
+    """The precision the command runs in: ``--precision``, else the backend's own."""
     from cnnzoo.choices import ENGINE_PRECISION
 
-    backend = _backend(args)
-    return args.precision == "int8" or ENGINE_PRECISION.get(backend) == "int8"
+    return args.precision or ENGINE_PRECISION.get(_backend(args), "fp32")
+
+
+def _needs_int8(args: argparse.Namespace) -> bool:
+    return _precision(args) == "int8"
 
 
 def _with_backend(args: argparse.Namespace, model, name: str, calibration=None):
@@ -335,7 +339,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
             f"{', '.join(data.class_names[:3])}, …): labels are matched by index"
         )
     calibration = None
-    if _needs_int8(args) or args.precision == "bf16":  # bf16: its change measured on them too
+    if _precision(args) != "fp32":  # int8 calibrates on them; bf16 measures its change on them
         calibration = _calibration_images(args.dataset, args.data_root, pre)
     runner = _with_backend(args, model, name, calibration)
     # Reduced precision changes the outputs: it is measured against the fp32 model too.

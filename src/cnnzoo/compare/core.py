@@ -87,9 +87,10 @@ def _bench_all(plan: Plan, reporter: CompareReporter) -> list[BenchRow]:
         )  # fmt: skip
         for r in measured:
             memory = f", peak {r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else ""
+            change = f"; {r.precision} {r.accuracy}" if r.accuracy else ""
             reporter.log(
                 f"bench {model} batch {r.batch} ({r.backend} → {r.picked}): p50 {r.p50_ms:.2f} ms, "
-                f"{r.throughput:.1f} img/s{memory}"
+                f"{r.throughput:.1f} img/s{memory}{change}"
             )
         rows += measured
     return rows
