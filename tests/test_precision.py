@@ -278,3 +278,14 @@ def test_predict_precision_errors_are_one_line(capsys, trained, tmp_path, argv, 
     code = main(["predict", "--weights", str(trained), str(image), *argv])
     _, err = capsys.readouterr()
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_compare_times_fp32_unless_asked_and_refuses_another_precision(tmp_path):
+    from cnnzoo.compare.plan import CompareConfig, make_plan
+
+    plan = make_plan(CompareConfig(out=str(tmp_path)))
+    assert plan.precision == "fp32" and plan.settings()["bench_precision"] == "fp32"
+    assert make_plan(CompareConfig(out=str(tmp_path), precision="int8")).precision == "int8"
+    with pytest.raises(InvalidArgumentError) as err:
+        make_plan(CompareConfig(out=str(tmp_path), precision="fp16"))
+    assert "--precision" in one_line(err) and "'fp16'" in str(err.value)
