@@ -289,3 +289,11 @@ def test_compare_times_fp32_unless_asked_and_refuses_another_precision(tmp_path)
     with pytest.raises(InvalidArgumentError) as err:
         make_plan(CompareConfig(out=str(tmp_path), precision="fp16"))
     assert "--precision" in one_line(err) and "'fp16'" in str(err.value)
+
+
+def test_bench_refuses_an_unknown_precision_before_timing():
+    from cnnzoo.bench import run_bench
+
+    with pytest.raises(InvalidArgumentError) as err:
+        run_bench(["lenet5"], ["auto"], [1], precision="fp8")
+    assert "unknown precision 'fp8'" in one_line(err)
