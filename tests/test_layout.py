@@ -113,12 +113,15 @@ def test_the_onnxruntime_backend_without_the_extra_says_what_to_install(monkeypa
 
 
 def _module_version(name: str) -> str | None:
-    import importlib
-    import importlib.util
+    """The installed distribution's version, read without importing it: importing openvino
+    here would load its telemetry package before cnnzoo turns it off (test_precision checks
+    that), and its ``__version__`` carries a build suffix the package metadata does not."""
+    import importlib.metadata
 
-    if importlib.util.find_spec(name) is None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return importlib.import_module(name).__version__
 
 
 def test_environment_reads_the_machine_and_the_versions():

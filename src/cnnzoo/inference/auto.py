@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -117,17 +116,10 @@ def cache_key(
         "machine": env["machine"]["cpu"],
         "torch": versions["torch"],
         "onnxruntime": versions["onnxruntime"],
-        "openvino": _version("openvino"),
+        "openvino": versions["openvino"],
         "cnnzoo": versions["cnnzoo"],
         "candidates": list(candidates),
     }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
