@@ -21,7 +21,7 @@ resnet50's achieved bf16 GFLOP/s, and the top-1 agreement of bf16 and int8 with 
 resnet18 trained on the built-in digits at 64×64 (int8 calibrated on training images, agreement
 measured on the 360 validation images).
 
-    .venv/bin/python benchmarks/inference_vs_peers.py          # ~40 minutes on 2 quiet cores
+    .venv/bin/python benchmarks/inference_vs_peers.py          # an estimated 30-60 min, 2 cores
     .venv/bin/python benchmarks/inference_vs_peers.py --models resnet50 --batch-sizes 1 --rounds 3
 """
 
