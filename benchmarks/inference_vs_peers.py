@@ -1,30 +1,34 @@
-"""Inference speed: cnnzoo's ``auto`` backend against what a user could do by hand.
+"""Inference speed: cnnzoo's ``optimize`` at each precision against what a user could do by hand.
 
-At batch 8, 224×224, 2 threads, for resnet50, mobilenet_v2, efficientnet_b0, googlenet and
-densenet121, the peers are torchvision eager, torchvision with channels_last, and ONNX Runtime
-(default session options, the same threads) on torchvision's own export; ours is
-``cnnzoo.inference.optimize(model, "auto")``. All five contenders of a model are timed in one
-run, in rounds in which each runs once, the order rotating from round to round; before every
-timed call the script sleeps PAUSE_S, because ONNX Runtime's default session keeps its worker
-threads spinning after a run, which was measured to make the PyTorch call that follows about
-twice as slow (our own ``onnxruntime`` backend stops its workers spinning as soon as a run
-returns instead). Figures are medians.
+At 224×224, 2 threads, batch 1 and 8, for resnet50, mobilenet_v2, efficientnet_b0, googlenet
+and densenet121 (random torchvision weights: speed does not depend on their values), the peers
+are, all on torchvision's own model and its own ONNX export:
 
-Then: the best fp32 matmul rate of this machine (the maximum over torch.mm, NumPy and ONNX
-Runtime's MatMul on 2048² matrices) against resnet50's achieved GFLOP/s; ONNX Runtime int8
-(ours, calibrated) against ONNX Runtime fp32 on resnet50; and the top-1 agreement of int8 with
-fp32 for a resnet18 trained on the built-in digits at 64×64 (calibrated on training images,
-measured on the validation images).
+- fp32: torchvision eager, torchvision channels_last, ONNX Runtime (default session options),
+  OpenVINO (``INFERENCE_PRECISION_HINT=f32``);
+- bf16: torch autocast bf16 + channels_last, OpenVINO bf16 (its default on AMX CPUs);
+- int8: OpenVINO int8 (NNCF post-training quantization, 32 calibration images), and ONNX
+  Runtime int8 (cnnzoo's ``int8`` backend: U8S8 QDQ static quantization);
 
-    .venv/bin/python benchmarks/inference_vs_peers.py          # ~15 minutes on 2 quiet cores
-    .venv/bin/python benchmarks/inference_vs_peers.py --models resnet50 --rounds 5
+ours are ``optimize(model, "auto", precision=p)`` for fp32, bf16 and int8. Every contender of
+a (model, batch) is timed in one run, in rounds in which each runs once, the order rotating from
+round to round; before every timed call the script sleeps PAUSE_S, because ONNX Runtime's
+default session and torch's OpenMP workers keep spinning after a call (cnnzoo's ``auto`` pauses
+20 ms for the same reason). Figures are medians.
+
+Then: the bf16 and fp32 matmul rates of this machine (torch.mm on 2048² matrices) against
+resnet50's achieved bf16 GFLOP/s, and the top-1 agreement of bf16 and int8 with fp32 for a
+resnet18 trained on the built-in digits at 64×64 (int8 calibrated on training images, agreement
+measured on the 360 validation images).
+
+    .venv/bin/python benchmarks/inference_vs_peers.py          # an estimated 30-60 min, 2 cores
+    .venv/bin/python benchmarks/inference_vs_peers.py --models resnet50 --batch-sizes 1 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -38,37 +42,87 @@ import torchvision
 import cnnzoo
 from cnnzoo.data import load_dataset
 from cnnzoo.environment import environment
-from cnnzoo.inference import optimize
+from cnnzoo.inference import agreement, calibration_images, optimize
 from cnnzoo.inference.auto import interleaved
+from cnnzoo.inference.openvino import openvino
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "googlenet", "densenet121")
 PAUSE_S = 0.05
 THREADS = 2
+CALIBRATION = 32  # images for both int8 quantizers (OpenVINO's and ours)
+FP32_PEERS = ("torchvision eager", "torchvision channels_last", "ONNX Runtime fp32", "OpenVINO f32")
+BF16_PEERS = ("torch bf16 autocast + channels_last", "OpenVINO bf16")
+INT8_PEERS = ("OpenVINO int8 (NNCF)",)
 
 
-def peer_ort(model: torch.nn.Module, x: torch.Tensor, folder: Path, name: str):
-    """ONNX Runtime, default session options (spinning on), on torchvision's own export."""
+def tv_export(model: torch.nn.Module, x: torch.Tensor, folder: Path, name: str) -> Path:
+    """torchvision's model exported as a user would (dynamo, dynamic batch)."""
     path = folder / f"{name}_tv.onnx"
     torch.onnx.export(
         model, (x,), str(path), dynamo=True, input_names=["x"], output_names=["y"],
         dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False,
     )  # fmt: skip
+    return path
+
+
+def peer_ort(path: Path):
+    """ONNX Runtime, default session options (spinning on)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = THREADS
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda t: session.run(None, {"x": t.numpy()})[0]
 
 
-def contenders(name: str, x: torch.Tensor, folder: Path) -> dict:
+def peer_openvino(path: Path, batch: int, hint: str | None, calibration: torch.Tensor | None):
+    """OpenVINO on the same export at a static batch: f32, bf16, or NNCF int8 (default hint)."""
+    ov = openvino()  # telemetry off first
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if calibration is not None:
+        import nncf
+
+        items = [img[None].numpy() for img in calibration]
+        model = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    model.reshape({model.inputs[0].any_name: [batch, 3, SIZE, SIZE]})
+    config = {"INFERENCE_NUM_THREADS": THREADS, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+
+    def run(t):
+        request.infer({0: t.numpy()}, share_inputs=True)
+        return request.get_output_tensor(0).data.copy()
+
+    return run
+
+
+def peer_bf16(model: torch.nn.Module):
+    net = model.to(memory_format=torch.channels_last)
+
+    def run(t):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return net(t.contiguous(memory_format=torch.channels_last)).float()
+
+    return run
+
+
+def contenders(name: str, batch: int, x: torch.Tensor, calib: torch.Tensor, folder: Path):
     torch.manual_seed(0)
     kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
     tv = getattr(torchvision.models, name)(**kwargs).eval()
-    tv_cl = getattr(torchvision.models, name)(**kwargs).eval()
-    tv_cl.load_state_dict(tv.state_dict())
-    tv_cl = tv_cl.to(memory_format=torch.channels_last)
+
+    def copy_of_tv():
+        m = getattr(torchvision.models, name)(**kwargs).eval()
+        m.load_state_dict(tv.state_dict())
+        return m
+
+    tv_cl = copy_of_tv().to(memory_format=torch.channels_last)
     ours = cnnzoo.create_model(name).eval()
     ours.load_state_dict(tv.state_dict())  # the same weights: the same outputs
+    path = folder / f"{name}_tv.onnx"
+    if not path.exists():
+        tv_export(tv, x, folder, name)
 
     def eager(t):
         with torch.inference_mode():
@@ -78,16 +132,26 @@ def contenders(name: str, x: torch.Tensor, folder: Path) -> dict:
         with torch.inference_mode():
             return tv_cl(t.contiguous(memory_format=torch.channels_last))
 
-    start = time.perf_counter()
-    auto = optimize(ours, "auto", example_input=x, threads=THREADS, model_name=name)
-    auto_setup = time.perf_counter() - start
     runners = {
         "torchvision eager": eager,
         "torchvision channels_last": channels_last,
-        "ONNX Runtime (torchvision export)": peer_ort(tv, x, folder, name),
-        "cnnzoo auto": auto,
+        "ONNX Runtime fp32": peer_ort(path),
+        "OpenVINO f32": peer_openvino(path, batch, "f32", None),
+        "torch bf16 autocast + channels_last": peer_bf16(copy_of_tv()),
+        "OpenVINO bf16": peer_openvino(path, batch, "bf16", None),
+        "OpenVINO int8 (NNCF)": peer_openvino(path, batch, None, calib),
     }
-    return runners, auto, auto_setup, tv
+    ours_runners, setup = {}, {}
+    for precision in ("fp32", "bf16", "int8"):
+        start = time.perf_counter()
+        runner = optimize(
+            ours, "auto", precision=precision, example_input=x, threads=THREADS,
+            model_name=name, calibration=calib,
+        )  # fmt: skip
+        setup[precision] = time.perf_counter() - start
+        ours_runners[f"cnnzoo {precision}"] = runner
+    runners.update(ours_runners)
+    return runners, ours_runners, setup
 
 
 def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
@@ -98,45 +162,27 @@ def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, float]
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def matmul_peak(n: int = 2048, repeats: int = 7) -> dict[str, float]:
-    """GFLOP/s of an n×n fp32 matmul: torch.mm, NumPy and ONNX Runtime's MatMul."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    an, bn = a.numpy(), b.numpy()
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
-        [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    session = onnxruntime.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    onnx.checker.check_model(model)
-    runs = {
-        "torch.mm": lambda: torch.mm(a, b),
-        "numpy": lambda: an @ bn,
-        "onnxruntime MatMul": lambda: session.run(None, {"a": an, "b": bn}),
+def matmul_rates(n: int = 2048, repeats: int = 7) -> dict[str, float]:
+    """GFLOP/s of an n×n matmul with torch.mm in fp32 and in bf16."""
+    rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    mats = {
+        "fp32": (torch.randn(n, n), torch.randn(n, n)),
+        "bf16": (torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)),
     }
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()
+    for a, b in mats.values():
+        torch.mm(a, b)
     for _ in range(repeats):
-        for k, fn in runs.items():
+        for k, (a, b) in mats.items():
             time.sleep(PAUSE_S)
             start = time.perf_counter()
-            fn()
+            torch.mm(a, b)
             rates[k].append(2 * n**3 / (time.perf_counter() - start) / 1e9)
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def int8_agreement(epochs: int) -> dict:
-    """A resnet18 trained on digits at 64×64; int8 vs fp32 top-1 on the validation images."""
+def digits_agreement(epochs: int) -> dict:
+    """A resnet18 trained on digits at 64×64: each reduced backend against fp32 on the
+    validation images (int8 calibrated on 256 training images)."""
     from cnnzoo.training.config import TrainConfig
     from cnnzoo.training.trainer import fit
     from cnnzoo.weights import load_weights
@@ -147,77 +193,75 @@ def int8_agreement(epochs: int) -> dict:
         run = fit(config)
         model, _ = load_weights(None, Path(folder) / "model.safetensors")
     data = load_dataset("digits", preprocessing=model.pretrained_cfg)
-    train = torch.stack([data.train[i][0] for i in range(256)])
+    train = calibration_images(data.train, 256)
     val = torch.stack([data.val[i][0] for i in range(len(data.val))])
-    fp32 = optimize(model, "eager", example_input=val[:8], threads=THREADS)
-    int8 = optimize(model, "int8", example_input=val[:8], calibration=train, threads=THREADS)
-    a, b = fp32(val), int8(val)
     labels = data.val.labels
-    return {
-        "epochs": epochs,
-        "fp32_val_acc": float((a.argmax(1) == labels).float().mean()),
-        "int8_val_acc": float((b.argmax(1) == labels).float().mean()),
-        "top1_agreement": float((a.argmax(1) == b.argmax(1)).float().mean()),
-        "images": len(val),
-        "train_val_acc_reported": run.final["val_acc"],
-    }
-
-
-def digits_rgb_224(count: int) -> torch.Tensor:
-    """Real images for calibration: training digits, gray repeated to RGB, resized to 224."""
-    data = load_dataset("digits", image_size=224, in_chans=3)
-    return torch.stack([data.train[i][0] for i in range(count)])
+    with torch.inference_mode():
+        fp32_acc = float((model(val).argmax(1) == labels).float().mean())
+    out = {"epochs": epochs, "images": len(val), "fp32_val_acc": fp32_acc,
+           "train_val_acc_reported": run.final["val_acc"], "backends": {}}  # fmt: skip
+    for backend in ("bf16", "openvino_bf16", "int8", "openvino_int8"):
+        runner = optimize(model, backend, example_input=val[:8], calibration=train,
+                          threads=THREADS)  # fmt: skip
+        top1, diff = agreement(runner, model, val)
+        acc = float((runner(val).argmax(1) == labels).float().mean())
+        out["backends"][backend] = {"top1_agreement": top1, "max_abs_diff": diff, "val_acc": acc}
+    return out
 
 
 def main() -> None:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--digits-epochs", type=int, default=8)
+    parser.add_argument("--digits-epochs", type=int, default=8, help="0 skips the agreement")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/inference_vs_peers.json"))
     args = parser.parse_args()
+    SIZE = args.size
     torch.set_num_threads(THREADS)
-    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    results: dict = {**environment(THREADS), "batch": 8, "size": 224, "models": {}}
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    data = load_dataset("digits", image_size=SIZE, in_chans=3)  # real images for calibration
+    calib = calibration_images(data.train, CALIBRATION)
+    results: dict = {**environment(THREADS), "size": SIZE, "batches": batches, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            runners, auto, setup, _tv = contenders(name, x, Path(tmp))
-            medians = time_rounds(runners, x, args.rounds)
-            ips = {k: 8 / v for k, v in medians.items()}
-            best_peer = max(v for k, v in ips.items() if k != "cnnzoo auto")
-            results["models"][name] = {
-                "img_per_s": ips,
-                "auto_picked": auto.backend,
-                "auto_setup_s": setup,
-                "auto_vs_best_peer": ips["cnnzoo auto"] / best_peer,
-                "auto_vs_eager": ips["cnnzoo auto"] / ips["torchvision eager"],
-                "ort_vs_eager": ips["ONNX Runtime (torchvision export)"] / ips["torchvision eager"],
-            }
-            if name == "resnet50":
-                macs = cnnzoo.analysis.model_macs(cnnzoo.create_model(name), (3, 224, 224))
-                results["models"][name]["auto_gflops"] = 2 * macs * 8 / medians["cnnzoo auto"] / 1e9
-                int8 = optimize(
-                    cnnzoo.create_model(name).eval(), "int8", example_input=x, threads=THREADS,
-                    calibration=digits_rgb_224(32), model_name=name,
-                )  # fmt: skip
-                ort = runners["ONNX Runtime (torchvision export)"]
-                speed = time_rounds({"ort fp32": ort, "int8": int8}, x, args.rounds)
-                results["resnet50_int8_vs_ort_fp32"] = speed["ort fp32"] / speed["int8"]
-            print(name, json.dumps(results["models"][name]), file=sys.stderr, flush=True)
-    peak = matmul_peak()
-    results["matmul_gflops"] = peak
-    if "resnet50" in results["models"]:
-        results["resnet50_fraction_of_matmul_peak"] = results["models"]["resnet50"][
-            "auto_gflops"
-        ] / max(peak.values())
-    ratios = [m["auto_vs_eager"] for m in results["models"].values()]
-    ort = [m["ort_vs_eager"] for m in results["models"].values()]
-    results["geomean_auto_vs_eager"] = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    results["geomean_ort_vs_eager"] = math.exp(sum(map(math.log, ort)) / len(ort))
-    results["int8_digits_resnet18_64px"] = int8_agreement(args.digits_epochs)
+            for batch in batches:
+                x = torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+                runners, ours, setup = contenders(name, batch, x, calib, Path(tmp))
+                medians = time_rounds(runners, x, args.rounds)
+                ips = {k: batch / v for k, v in medians.items()}
+                ort = ips["ONNX Runtime fp32"]
+                row = {
+                    "model": name, "batch": batch,
+                    "img_per_s": ips, "ratio_to_ort_fp32": {k: v / ort for k, v in ips.items()},
+                    "picked": {k: r.backend for k, r in ours.items()},
+                    "setup_s": setup,
+                    "accuracy_on_calibration": {
+                        k: r.accuracy.line() for k, r in ours.items() if r.accuracy is not None
+                    },
+                    "fp32_vs_best_peer": ips["cnnzoo fp32"] / max(ips[p] for p in FP32_PEERS),
+                    "bf16_vs_best_peer": ips["cnnzoo bf16"] / max(ips[p] for p in BF16_PEERS),
+                    "int8_vs_openvino_int8": ips["cnnzoo int8"] / ips[INT8_PEERS[0]],
+                }  # fmt: skip
+                if name == "resnet50":
+                    macs = cnnzoo.analysis.model_macs(cnnzoo.create_model(name), (3, SIZE, SIZE))
+                    row["bf16_gflops"] = 2 * macs * batch / medians["cnnzoo bf16"] / 1e9
+                results["rows"].append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    results["matmul_gflops"] = matmul_rates()
+    for row in results["rows"]:
+        if "bf16_gflops" in row:
+            rate = results["matmul_gflops"]["bf16"]
+            row["bf16_fraction_of_bf16_matmul"] = row["bf16_gflops"] / rate
+    if args.digits_epochs > 0:
+        results["digits_resnet18_64px"] = digits_agreement(args.digits_epochs)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
+
+SIZE = 224
 
 if __name__ == "__main__":
     main()

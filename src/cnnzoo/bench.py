@@ -52,6 +52,8 @@ class BenchRow:
         peak_rss_mb: peak resident memory of a process running this row (``None`` unmeasured).
         calls_rss_mb: the part of it the calls add over building the model and backend.
         gflops: achieved GFLOP/s, ``2 · MACs · batch / p50``.
+        precision: the arithmetic the picked backend runs in (fp32, bf16, int8).
+        accuracy: for bf16 and int8, the runner's measured change against fp32 (one line).
     """
 
     model: str
@@ -69,6 +71,8 @@ class BenchRow:
     calls: int
     peak_rss_mb: float | None = None
     calls_rss_mb: float | None = None
+    precision: str = "fp32"
+    accuracy: str | None = None
 
 
 @dataclass
@@ -97,6 +101,7 @@ def run_bench(
     rounds: int = 10,
     memory: bool = True,
     progress: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> BenchResult:
     """Time ``models`` × ``backends`` × ``batch_sizes`` on this machine.
 
@@ -109,6 +114,8 @@ def run_bench(
         rounds: timed calls per backend (after the warm-up).
         memory: measure peak memory in a separate process per row (a few seconds each).
         progress: called with one line as each row is measured.
+        precision: what ``auto`` rows measure (``optimize``'s ``precision``); the other
+            backends run in their own.
 
     Raises:
         InvalidArgumentError: empty lists, a batch size or ``rounds`` below 1.
@@ -116,7 +123,7 @@ def run_bench(
             timing).
     """
     from cnnzoo.analysis import check_input, count_params, model_macs
-    from cnnzoo.inference import BACKENDS, optimize
+    from cnnzoo.inference import BACKENDS, PRECISIONS, optimize
 
     if not models or not backends or not batch_sizes:
         raise InvalidArgumentError("give at least one model, backend and batch size.")
@@ -126,6 +133,10 @@ def run_bench(
     if unknown:
         raise InvalidArgumentError(
             f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}."
+        )
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(
+            f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}."
         )
     threads = threads or torch.get_num_threads()
     sizes = {}
@@ -146,12 +157,13 @@ def run_bench(
         torch.manual_seed(0)
         model = build_model(name).eval()
         params, macs = count_params(model), model_macs(model, size)
-        calibration = _calibration(size) if "int8" in backends else None
+        reduced = any(_reduced(b, precision) for b in backends)
+        calibration = _calibration(size) if reduced else None
         for batch in batch_sizes:
             x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
             runners = {
-                b: optimize(model, b, example_input=x, threads=threads, model_name=name,
-                            calibration=calibration)
+                b: optimize(model, b, precision=_asked(b, precision), example_input=x,
+                            threads=threads, model_name=name, calibration=calibration)
                 for b in backends
             }  # fmt: skip
             times = time_runners(runners, x, rounds)
@@ -159,12 +171,27 @@ def run_bench(
                 row = make_row(name, b, runners[b], batch, size, times[b], params, macs)
                 if memory:
                     row.peak_rss_mb, row.calls_rss_mb = memory_probe(
-                        {"model": name, "size": list(size)}, b, batch, threads
+                        {"model": name, "size": list(size)}, b, batch, threads, _asked(b, precision)
                     )
                 result.rows.append(row)
                 if progress is not None:
                     progress(_row_line(row))
     return result
+
+
+def _asked(backend: str, precision: str) -> str | None:
+    """The precision ``optimize`` gets for ``backend``: the asked one for auto, else its own."""
+    return precision if backend == "auto" else None
+
+
+def _reduced(backend: str, precision: str) -> bool:
+    """Whether the row runs in bf16 or int8 (so that real images are needed: int8 calibrates on
+    them, and both measure their change against fp32 on them)."""
+    from cnnzoo.choices import ENGINE_PRECISION
+
+    if backend == "auto":
+        return precision != "fp32"
+    return backend != "cuda" and ENGINE_PRECISION[backend] != "fp32"
 
 
 CALIBRATION_COUNT = 64  # fewer than eval's 256: speed does not depend on the ranges' quality
@@ -208,7 +235,8 @@ def make_row(
         model=name, backend=backend, picked=runner.backend, batch=batch, input_size=size,
         p50_ms=1000 * p50, p90_ms=1000 * percentile(times, 0.9), throughput=batch / p50,
         params=params, macs=macs, gflops=2 * macs * batch / p50 / 1e9,
-        setup_s=runner.setup_seconds, calls=len(times),
+        setup_s=runner.setup_seconds, calls=len(times), precision=runner.precision,
+        accuracy=runner.accuracy.line() if runner.accuracy is not None else None,
     )  # fmt: skip
 
 
@@ -222,7 +250,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def memory_probe(
-    source: dict[str, Any], backend: str, batch: int, threads: int
+    source: dict[str, Any], backend: str, batch: int, threads: int, precision: str | None = None
 ) -> tuple[float, float]:
     """(peak resident MB while running, MB of it the calls add), from a child process.
 
@@ -230,7 +258,8 @@ def memory_probe(
     :func:`run_bench` makes them) or ``{"weights": path}`` (a weights file at the size it
     records).
     """
-    args = json.dumps({"source": source, "backend": backend, "batch": batch, "threads": threads})
+    job = {"source": source, "backend": backend, "batch": batch, "threads": threads}
+    args = json.dumps(job | {"precision": precision})
     code = f"from cnnzoo.bench import _probe_main; _probe_main({args!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -264,10 +293,13 @@ def _probe_main(args: str) -> None:
         name, size = source["model"], tuple(source["size"])
         model = build_model(name).eval()
     x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
-    calibration = _calibration(size) if backend == "int8" else None
+    precision = job.get("precision")
+    reduced = _reduced(backend, precision or "fp32")
+    calibration = _calibration(size) if reduced else None
     runner = optimize(
-        model, backend, example_input=x, threads=threads, model_name=name, calibration=calibration
-    )
+        model, backend, precision=precision, example_input=x, threads=threads, model_name=name,
+        calibration=calibration,
+    )  # fmt: skip
     runner(x)  # the first call allocates what every later call reuses
     before = _status_mb("VmRSS")
     with contextlib.suppress(OSError):

@@ -17,9 +17,17 @@ AUGMENTS = ("none", "light", "standard")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # inference/__init__.py's builders, in the order `auto` lists them.
 ENGINES = (
-    "eager", "channels_last", "fused", "fused_channels_last", "onnxruntime", "compile", "int8",
-    "cuda",
+    "eager", "channels_last", "fused", "fused_channels_last", "onnxruntime", "openvino", "compile",
+    "bf16", "openvino_bf16", "int8", "openvino_int8", "cuda",
 )  # fmt: skip
 BACKENDS = ("auto", *ENGINES)
 # visualize/cam.py: the class activation methods (pytorch-grad-cam).
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
+# optimize(precision=...): fp32 is the default; bf16 and int8 are used only when asked for.
+PRECISIONS = ("fp32", "bf16", "int8")
+# The arithmetic each engine runs in (cuda: its cuda_dtype, bf16 unless fp16 is asked for).
+ENGINE_PRECISION = {
+    **dict.fromkeys(ENGINES, "fp32"),
+    "bf16": "bf16", "openvino_bf16": "bf16", "cuda": "bf16",
+    "int8": "int8", "openvino_int8": "int8",
+}  # fmt: skip

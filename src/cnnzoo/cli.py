@@ -260,9 +260,29 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _backend(args: argparse.Namespace) -> str:
+    """``--backend`` as given; when not given, auto for a reduced ``--precision``, else eager."""
+    if args.backend is not None:
+        return args.backend
+    return "auto" if args.precision in ("bf16", "int8") else "eager"
+
+
+def _precision(args: argparse.Namespace) -> str:
+    """The precision the command runs in: ``--precision``, else the backend's own."""
+    from cnnzoo.choices import ENGINE_PRECISION
+
+    return args.precision or ENGINE_PRECISION.get(_backend(args), "fp32")
+
+
+def _needs_int8(args: argparse.Namespace) -> bool:
+    return _precision(args) == "int8"
+
+
 def _with_backend(args: argparse.Namespace, model, name: str, calibration=None):
-    """The model, or a fast runner of it in its place (``--backend``, docs/inference.md)."""
-    if args.backend == "eager":
+    """The model, or a fast runner of it in its place (``--backend``, ``--precision``,
+    docs/inference.md)."""
+    backend = _backend(args)
+    if backend == "eager" and args.precision in (None, "fp32"):
         return model
     import torch
 
@@ -271,8 +291,8 @@ def _with_backend(args: argparse.Namespace, model, name: str, calibration=None):
     # auto tunes for this batch; any batch size runs afterwards.
     example = torch.randn(min(args.batch_size, 8), *model.pretrained_cfg.input_size)
     runner = optimize(
-        model, args.backend, example_input=example, threads=args.threads, model_name=name,
-        calibration=calibration,
+        model, backend, precision=args.precision, example_input=example, threads=args.threads,
+        model_name=name, calibration=calibration,
     )  # fmt: skip
     print(f"backend {runner.describe()}", file=sys.stderr)
     return RunnerModule(runner, model)
@@ -291,9 +311,10 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
 
     if args.topk < 1:
         raise InvalidArgumentError(f"--topk must be 1 or more, got {args.topk}.")
-    if args.backend == "int8" and not args.calibrate:
+    if _needs_int8(args) and not args.calibrate:
+        what = "--precision int8" if args.precision == "int8" else f"--backend {args.backend}"
         raise InvalidArgumentError(
-            "--backend int8 needs calibration images: add --calibrate DATASET (its training "
+            f"{what} needs calibration images: add --calibrate DATASET (its training "
             "images, prepared as the weights ask)."
         )
     model, name = _load_weights(args.model, args.weights)
@@ -337,17 +358,18 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> None:
             f"{', '.join(data.class_names[:3])}, …): labels are matched by index"
         )
     calibration = None
-    if args.backend == "int8":
+    if _precision(args) != "fp32":  # int8 calibrates on them; bf16 measures its change on them
         calibration = _calibration_images(args.dataset, args.data_root, pre)
     runner = _with_backend(args, model, name, calibration)
-    # Quantization changes the outputs: int8 is measured against the fp32 model too.
-    reference = model if args.backend == "int8" else None
+    # Reduced precision changes the outputs: it is measured against the fp32 model too.
+    precision = getattr(getattr(runner, "runner", None), "precision", "fp32")
+    reference = model if precision != "fp32" else None
     result = evaluate(
         runner, data.val, num_classes=data.num_classes, class_names=list(data.class_names),
         batch_size=args.batch_size, reference=reference,
     )  # fmt: skip
     if reference is not None:
-        notes.append(result.comparison("int8", "fp32"))
+        notes.append(result.comparison(precision, "fp32"))
     picture = None
     if args.out:
         folder = Path(args.out)
@@ -386,12 +408,16 @@ def cmd_export(args: argparse.Namespace, console: Console) -> None:
 
 
 def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    from cnnzoo.choices import BACKENDS
+    from cnnzoo.choices import BACKENDS, PRECISIONS
 
     p.add_argument(
-        "--backend", default="eager", choices=BACKENDS,
+        "--backend", choices=BACKENDS,
         help="how to run the model (docs/inference.md): auto measures and keeps the fastest "
-        "(eager)",
+        "(eager; auto with a reduced --precision)",
+    )  # fmt: skip
+    p.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="arithmetic: fp32 (default), or bf16/int8, whose change against fp32 is reported",
     )  # fmt: skip
     p.add_argument("--threads", type=int, help="intra-op threads (torch's default)")
 
@@ -404,7 +430,10 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (32)")
     p.add_argument("--json", action="store_true", help="machine-readable (docs/predict.md)")
     _add_backend_arguments(p)
-    p.add_argument("--calibrate", help="dataset whose training images calibrate --backend int8")
+    p.add_argument(
+        "--calibrate", help="dataset whose training images calibrate int8 (--backend int8, "
+        "openvino_int8 or --precision int8) and measure bf16's and int8's change",
+    )  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix")
@@ -463,7 +492,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> None:
         models, [b.strip() for b in args.backends.split(",") if b.strip()],
         _int_list(args.batch_sizes, "--batch-sizes"), image_size=size, threads=args.threads,
         rounds=args.rounds, memory=not args.no_memory,
-        progress=lambda line: print(line, file=sys.stderr),
+        progress=lambda line: print(line, file=sys.stderr), precision=args.precision,
     )  # fmt: skip
     m = result.machine
     console.print(
@@ -486,12 +515,19 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> None:
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
+    for r in result.rows:
+        if r.accuracy:
+            console.print(
+                f"note: {r.model} {r.picked} batch {r.batch}: {r.accuracy}", highlight=False
+            )
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(result.to_dict(), indent=2))
         console.print(f"results in {args.json}", highlight=False)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from cnnzoo.choices import PRECISIONS
+
     p = sub.add_parser("bench", help="latency, throughput and memory per backend, on this machine")
     p.add_argument("--models", help="registry names, comma-separated")
     p.add_argument("--all", action="store_true", help="every model in the zoo")
@@ -500,6 +536,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", default="native", help="native (each model's own) or N")
     p.add_argument("--threads", type=int, help="intra-op threads (torch's default)")
     p.add_argument("--rounds", type=int, default=10, help="timed calls per row (10)")
+    p.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS,
+        help="what auto rows measure: fp32 (default), or bf16/int8 (change against fp32 noted)",
+    )  # fmt: skip
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--json", help="write the results to this file")
     p.set_defaults(func=cmd_bench)

@@ -1,9 +1,10 @@
 """Optional packages: import one, or say in one line which extra installs it.
 
 The ONNX pieces (export, the ``onnxruntime`` and ``int8`` backends, reading an exported file's
-metadata) and the class activation maps (``visualize``: pytorch-grad-cam) need packages that
-a plain ``pip install cnnzoo`` does not bring; every place that
-needs one imports it through :func:`require`, so the message and the extra's name live here.
+metadata), the class activation maps (``visualize``: pytorch-grad-cam), the web app
+(``explore``) and the OpenVINO backends need packages that a plain ``pip install cnnzoo`` does
+not bring; every place that needs one imports it through :func:`require`, so the message and
+the extra's name live here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ EXTRAS = {
     "pytorch_grad_cam": "visualize",
     "starlette": "explore",
     "uvicorn": "explore",
+    "openvino": "openvino",
+    "nncf": "openvino",
 }
 
 

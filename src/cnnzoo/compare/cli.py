@@ -74,6 +74,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         reference=args.reference,
         experiment=args.experiment,
         backend=args.backend,
+        precision=args.precision,
         bench_rounds=args.rounds,
         memory=False if args.no_memory else None,
         threads=args.threads,
@@ -139,6 +140,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", default="auto", help="inference backend timed (auto: the fastest of the "
         "fp32 backends, per model and batch size; eager skips that search)",
+    )  # fmt: skip
+    p.add_argument(
+        "--precision", default="fp32", help="arithmetic timed: fp32 (default), bf16 or int8 "
+        "(reduced precision only when asked; the report states it)",
     )  # fmt: skip
     p.add_argument("--rounds", type=int, help="timed calls per benchmark row (10; --quick 5)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")

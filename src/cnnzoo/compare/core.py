@@ -83,12 +83,14 @@ def _bench_all(plan: Plan, reporter: CompareReporter) -> list[BenchRow]:
         measured = bench_weights(
             model, weights, BENCH_BATCHES, backend=plan.backend, rounds=plan.bench_rounds,
             threads=plan.threads, memory=plan.memory, cache_dir=plan.cache_dir,
+            precision=plan.precision, dataset=(plan.dataset, plan.data_root),
         )  # fmt: skip
         for r in measured:
             memory = f", peak {r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else ""
+            change = f"; {r.precision} {r.accuracy}" if r.accuracy else ""
             reporter.log(
                 f"bench {model} batch {r.batch} ({r.backend} → {r.picked}): p50 {r.p50_ms:.2f} ms, "
-                f"{r.throughput:.1f} img/s{memory}"
+                f"{r.throughput:.1f} img/s{memory}{change}"
             )
         rows += measured
     return rows
@@ -164,7 +166,8 @@ def _torch_threads() -> int:
 def _bench_note(plan: Plan) -> str:
     batches = " and ".join(map(str, BENCH_BATCHES))
     return (
-        f"trained weights timed with optimize(..., {plan.backend!r}) at batch {batches}: "
+        f"trained weights timed with optimize(..., {plan.backend!r}, precision="
+        f"{plan.precision!r}) at batch {batches}: "
         f"{plan.bench_rounds} timed calls per row after 2 warm-up calls, 20 ms pause before each"
     )
 

@@ -30,6 +30,8 @@ def bench_weights(
     threads: int | None = None,
     memory: bool = True,
     cache_dir: str | Path | None = None,
+    precision: str = "fp32",
+    dataset: tuple[str, str | None] = ("digits", None),
 ) -> list[BenchRow]:
     """Latency, throughput and (at the largest batch) peak memory of a trained model.
 
@@ -42,6 +44,9 @@ def bench_weights(
         threads: intra-op threads; ``torch.get_num_threads()`` when ``None``.
         memory: measure peak resident memory at the largest batch in a child process.
         cache_dir: for ``optimize``'s ``auto`` choices (its default when ``None``).
+        precision: ``optimize``'s ``precision`` (fp32 unless the user asks for bf16 or int8).
+        dataset: ``(name, root)`` whose training images calibrate int8 and measure a reduced
+            precision's change against fp32.
 
     Returns:
         One :class:`~cnnzoo.bench.BenchRow` per batch size; ``picked`` names the backend that
@@ -54,12 +59,20 @@ def bench_weights(
     size = model.pretrained_cfg.input_size
     params, macs = count_params(model), model_macs(model, size)
     threads = threads or torch.get_num_threads()
+    calibration = None
+    if precision != "fp32":
+        from cnnzoo.data import load_dataset
+        from cnnzoo.inference import calibration_images
+
+        train = load_dataset(dataset[0], root=dataset[1], preprocessing=model.pretrained_cfg).train
+        calibration = calibration_images(train)
     rows = []
     for batch in batch_sizes:
         x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(batch))
         runner = optimize(
-            model, backend, example_input=x, threads=threads, model_name=name, cache_dir=cache_dir
-        )
+            model, backend, precision=precision, example_input=x, threads=threads,
+            model_name=name, cache_dir=cache_dir, calibration=calibration,
+        )  # fmt: skip
         times = time_runners({backend: runner}, x, rounds)[backend]
         rows.append(make_row(name, backend, runner, batch, size, times, params, macs))
     if memory:

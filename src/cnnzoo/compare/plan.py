@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnzoo.checks import check_choice, check_int, check_number, is_int
+from cnnzoo.choices import PRECISIONS
 from cnnzoo.errors import InputSizeError, InvalidArgumentError
 from cnnzoo.training.config import training_options
 
@@ -49,8 +50,8 @@ BENCH_ROUNDS, QUICK_BENCH_ROUNDS = 10, 5
 MAX_BUDGET_EPOCHS = 100  # a budget run plans at most this many epochs
 # optimize's backends but int8, which needs calibration images and changes the outputs.
 BENCH_BACKENDS = (
-    "auto", "eager", "channels_last", "fused", "fused_channels_last", "onnxruntime", "compile",
-    "cuda",
+    "auto", "eager", "channels_last", "fused", "fused_channels_last", "onnxruntime", "openvino",
+    "compile", "cuda",
 )  # fmt: skip
 REFERENCES = ("imagenet",)
 EXPERIMENTS = ("degradation",)
@@ -79,6 +80,8 @@ class CompareConfig:
         experiment: ``"degradation"`` runs He et al.'s plain-vs-residual experiment instead.
         backend: inference backend timed (``optimize``'s names); ``"auto"`` measures the fp32
             candidates for each model and batch size and keeps the fastest.
+        precision: the arithmetic timed (``optimize``'s ``precision``): fp32, or bf16/int8
+            when the user asks (their change against fp32 is measured on the training images).
         bench_rounds: timed calls per benchmark row; ``None``: 10 (5 with ``quick``).
         memory: measure peak memory in a child process per model; ``None``: on unless quick.
         threads: intra-op threads for the benchmark; torch's default when ``None``.
@@ -107,6 +110,7 @@ class CompareConfig:
     device: str = "auto"
     cache_dir: str | None = None
     command: list[str] | None = None
+    precision: str = "fp32"
 
 
 @dataclass
@@ -135,6 +139,7 @@ class Plan:
     cache_dir: str | None
     quick: bool
     command: list[str] = field(default_factory=list)
+    precision: str = "fp32"
 
     def run_dir(self, model: str, seed: int) -> Path:
         """``out/runs/<model>/`` (``.../seed<k>/`` under it when there are several seeds)."""
@@ -158,6 +163,7 @@ class Plan:
             "5e-4 (none on norm layers and biases), cosine schedule after a 1-epoch warm-up, "
             "light augmentation (docs/training.md)",
             "bench_backend": self.backend,
+            "bench_precision": self.precision,
             "bench_batches": list(BENCH_BATCHES),
             "bench_rounds": self.bench_rounds,
             "memory": self.memory,
@@ -197,6 +203,7 @@ def make_plan(config: CompareConfig) -> Plan:
         )
     models = _models(config, experiment)
     backend = _choice("--backend", config.backend, BENCH_BACKENDS)
+    precision = _choice("--precision", config.precision, PRECISIONS)
     seeds = _check_numbers(config)
     lr = config.lr
     if experiment:
@@ -238,6 +245,7 @@ def make_plan(config: CompareConfig) -> Plan:
         cache_dir=config.cache_dir,
         quick=config.quick,
         command=list(config.command or []),
+        precision=precision or "fp32",
     )
 
 

@@ -1,13 +1,18 @@
 """Fast inference: one call turns a model into the fastest :class:`Runner` this machine has.
 
-``optimize(model, backend, example_input=...)`` builds one backend (or, with ``"auto"``,
-measures the fp32 candidates and keeps the fastest) on an eval-mode copy of the model, checks it
-against eager on the example input (within ``1e-4 · max(1, max |y|)``, same top-1), and returns
-a callable runner. docs/inference.md says what each backend does and when it wins.
+``optimize(model, backend, precision=..., example_input=...)`` builds one backend (or, with
+``"auto"``, measures the candidates of the asked precision and keeps the fastest) on an
+eval-mode copy of the model and returns a callable runner. fp32 backends are checked against
+eager on the example input (within ``1e-4 · max(1, max |y|)``, same top-1); bf16 and int8 ones
+are used only when asked for, and report their measured change against fp32 (top-1 agreement,
+max |Δlogit|) on the calibration images, or the example input when there are none.
+docs/inference.md says what each backend does and which precision to choose when.
 
-Backends: ``eager``, ``channels_last``, ``fused`` (BatchNorm folded into the convolutions),
-``fused_channels_last``, ``onnxruntime``, ``compile`` (torch.compile), ``int8`` (ONNX Runtime
-static quantization), ``cuda`` (GPU, bf16/fp16 autocast) and ``auto``.
+Backends (:data:`cnnzoo.choices.ENGINES`): fp32 ``eager``, ``channels_last``, ``fused``
+(BatchNorm folded into the convolutions), ``fused_channels_last``, ``onnxruntime``, ``openvino``,
+``compile`` (torch.compile); bf16 ``bf16`` (torch autocast), ``openvino_bf16``; int8 ``int8``
+(ONNX Runtime static quantization), ``openvino_int8`` (NNCF); ``cuda`` (GPU, bf16/fp16
+autocast); and ``auto``.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnzoo.choices import BACKENDS
+from cnnzoo.choices import BACKENDS, ENGINE_PRECISION, PRECISIONS
 from cnnzoo.errors import ExportError, InvalidArgumentError
 from cnnzoo.inference import auto
 from cnnzoo.inference.backends import (
     CUDA_DTYPES,
+    NEEDS_CALIBRATION,
     Built,
     Context,
+    bf16_capable,
+    build_bf16,
     build_channels_last,
     build_compile,
     build_cuda,
@@ -36,6 +44,11 @@ from cnnzoo.inference.backends import (
     check_cuda,
 )
 from cnnzoo.inference.fold import fold_batchnorm
+from cnnzoo.inference.openvino import (
+    build_openvino,
+    build_openvino_bf16,
+    build_openvino_int8,
+)
 from cnnzoo.inference.ort import (
     CALIBRATION_IMAGES,
     build_int8,
@@ -44,6 +57,7 @@ from cnnzoo.inference.ort import (
     ort_session,
 )
 from cnnzoo.inference.runner import (
+    Accuracy,
     Candidate,
     Runner,
     RunnerModule,
@@ -57,8 +71,11 @@ from cnnzoo.parity import compare_outputs
 
 __all__ = [
     "AUTO_CANDIDATES",
+    "AUTO_REDUCED",
     "BACKENDS",
     "CALIBRATION_IMAGES",
+    "PRECISIONS",
+    "Accuracy",
     "Candidate",
     "Runner",
     "RunnerModule",
@@ -75,21 +92,31 @@ BUILDERS: dict[str, Callable[[Context], Built]] = {
     "fused": build_fused,
     "fused_channels_last": build_fused_channels_last,
     "onnxruntime": build_onnxruntime,
+    "openvino": build_openvino,
     "compile": build_compile,
+    "bf16": build_bf16,
+    "openvino_bf16": build_openvino_bf16,
     "int8": build_int8,
+    "openvino_int8": build_openvino_int8,
     "cuda": build_cuda,
 }
 # BACKENDS (auto + ENGINES) come from cnnzoo.choices (the command line lists them without importing
 # torch); tests/test_startup.py checks that ENGINES names exactly these builders.
-# The cheap fp32 ones: compile costs 15-20 s per model to try, int8 changes the outputs, and
-# cuda is another device.
-AUTO_CANDIDATES = ("eager", "channels_last", "fused", "fused_channels_last", "onnxruntime")
+# The cheap fp32 ones: compile costs 15-20 s per model to try, and cuda is another device.
+# A candidate whose extra is not installed (onnxruntime, openvino) is dropped with the reason.
+AUTO_CANDIDATES = (
+    "eager", "channels_last", "fused", "fused_channels_last", "onnxruntime", "openvino",
+)  # fmt: skip
+# What auto measures when the user asks for reduced precision: those of the asked kind only.
+AUTO_REDUCED = {"bf16": ("openvino_bf16", "bf16"), "int8": ("openvino_int8", "int8")}
+CHECKED_IMAGES = 256  # at most this many calibration images measure a reduced runner's change
 
 
 def optimize(
     model: nn.Module,
     backend: str = "auto",
     *,
+    precision: str | None = None,
     example_input: torch.Tensor,
     threads: int | None = None,
     calibration: torch.Tensor | None = None,
@@ -104,16 +131,21 @@ def optimize(
 
     Args:
         model: the network; its forward must return one tensor of logits in eval mode.
-        backend: one of :data:`BACKENDS`; ``"auto"`` measures :data:`AUTO_CANDIDATES` for this
-            model, input shape, batch size and thread count and keeps the fastest that passes
-            the parity check, remembering its choice in ``cache_dir``.
+        backend: one of :data:`BACKENDS`; ``"auto"`` measures the candidates of ``precision``
+            (:data:`AUTO_CANDIDATES` for fp32, :data:`AUTO_REDUCED` otherwise) for this model,
+            input shape, batch size and thread count and keeps the fastest (for fp32, of those
+            that pass the parity check), remembering its choice in ``cache_dir``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; ``None`` means the explicit
+            backend's own, or fp32 for ``auto``. With ``auto`` and ``"bf16"`` on a CPU
+            without bf16 instructions, auto falls back to fp32 and the runner's note says so.
         example_input: a batch ``(N, C, H, W)`` like those the runner will get: it fixes
             ``(C, H, W)``, is what ``auto`` times (so ``N`` is the batch size it optimizes for)
             and what the parity check runs on.
         threads: intra-op threads for torch (set during setup and each call, restored after)
             and for ONNX Runtime; ``torch.get_num_threads()`` when ``None``.
-        calibration: preprocessed real images ``(M, C, H, W)`` for ``int8`` (required there; a
-            few hundred from the training set are plenty).
+        calibration: preprocessed real images ``(M, C, H, W)``: required for int8 (a few
+            hundred from the training set are plenty); for bf16 and int8 runners the first
+            256 also measure the change against fp32.
         cache_dir: where ``auto`` keeps its choices (under ``inference/``); ``$CNNZOO_CACHE``
             or ``~/.cache/cnnzoo`` when ``None``.
         model_name: the registry name (``load_weights`` reports it); names the cache entry and
@@ -125,16 +157,25 @@ def optimize(
         what it is and, for ``auto``, what was measured.
 
     Raises:
-        InvalidArgumentError: an unknown backend, bad ``threads``, ``example_input`` or
-            ``calibration``, ``int8`` without calibration images, ``cuda`` without a GPU, or
-            ``fused`` on a model ``torch.export`` cannot trace.
+        InvalidArgumentError: an unknown backend or precision, a backend of another
+            precision than the one asked, bad ``threads``, ``example_input`` or
+            ``calibration``, int8 without calibration images, an explicit bf16 backend on a CPU
+            without bf16, ``cuda`` without a GPU, or ``fused`` on a model ``torch.export``
+            cannot trace.
         UnknownModelError: ``model_name`` is not registered.
         InputSizeError: the model cannot take the example's size.
-        ExportError: the ONNX extra is missing, the export failed, or the backend does not
-            compute what the model computes (parity failure, one line with the numbers).
+        ExportError: the ONNX or OpenVINO extra is missing, the export failed, or the backend
+            does not compute what the model computes (parity failure, one line with the numbers).
     """
     start = time.perf_counter()
-    ctx = _context(model, backend, example_input, threads, calibration, model_name, cuda_dtype)
+    precision = _precision(backend, precision)
+    fallback = ""
+    if backend == "auto" and precision == "bf16" and not bf16_capable():
+        precision = "fp32"
+        fallback = "this CPU has no bfloat16 instructions (avx512_bf16, AMX): fp32 instead"
+    ctx = _context(
+        model, backend, precision, example_input, threads, calibration, model_name, cuda_dtype
+    )
     with torch_threads(ctx.threads):
         with torch.inference_mode():
             want = ctx.model(ctx.example)
@@ -146,16 +187,39 @@ def optimize(
             )
         if backend == "auto":
             cache = Path(cache_dir) if cache_dir is not None else auto.default_cache_dir()
-            runner = _auto(ctx, want, cache)
+            names = AUTO_CANDIDATES if precision == "fp32" else AUTO_REDUCED[precision]
+            runner = _auto(ctx, want, cache, names)
         else:
             runner = _build(backend, ctx, want)[0]
+    if fallback:
+        runner.note += f"; {fallback}"
     runner.setup_seconds = time.perf_counter() - start
     return runner
+
+
+def _precision(backend: str, precision: str | None) -> str:
+    """The precision asked for, checked against the backend; the backend's own when ``None``."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise InvalidArgumentError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}.")
+    if precision is None:
+        precision = "fp32" if backend == "auto" else ENGINE_PRECISION[backend]
+    elif precision not in PRECISIONS:
+        raise InvalidArgumentError(
+            f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}."
+        )
+    elif backend not in ("auto", "cuda") and ENGINE_PRECISION[backend] != precision:
+        same = [n for n, p in ENGINE_PRECISION.items() if p == precision and n != "cuda"]
+        raise InvalidArgumentError(
+            f"backend {backend!r} runs in {ENGINE_PRECISION[backend]}, not {precision}: use "
+            f"backend 'auto' or one of {', '.join(same)} with precision {precision!r}."
+        )
+    return precision
 
 
 def _context(
     model: nn.Module,
     backend: str,
+    precision: str,
     example_input: torch.Tensor,
     threads: int | None,
     calibration: torch.Tensor | None,
@@ -164,8 +228,6 @@ def _context(
 ) -> Context:
     """:func:`optimize`'s arguments checked, and what every backend builds from: an eval-mode
     CPU copy of the model, the example in fp32, the calibration images."""
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise InvalidArgumentError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}.")
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError(f"model must be a torch nn.Module, got {type(model).__name__}.")
     threads = check_threads(threads)
@@ -175,11 +237,10 @@ def _context(
         fix="give a batch like those you will run, e.g. torch.randn(8, C, H, W)",
     )
     size = tuple(example.shape[1:])
-    if backend == "int8" and calibration is None:
-        raise InvalidArgumentError(
-            "backend 'int8' needs calibration images: pass calibration= a few hundred "
-            f"preprocessed training images of shape (M, {', '.join(map(str, size))})."
-        )
+    if precision == "int8" and calibration is None:
+        what = "precision 'int8'" if backend == "auto" else f"backend {backend!r}"
+        shape = f"(M, {', '.join(map(str, size))})"
+        raise InvalidArgumentError(NEEDS_CALIBRATION.format(what=what, shape=shape))
     if calibration is not None:
         calibration = check_images(
             "calibration", calibration, size, fix="give images prepared like example_input"
@@ -225,14 +286,25 @@ def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | N
                 f"input ({runner.check.line()}): use another backend."
             )
     else:
-        same = int((got.float().cpu().argmax(1) == want.argmax(1)).sum())
-        runner.note += f"; top-1 agreement with eager on the example {same}/{len(want)}"
+        runner.precision = ctx.cuda_dtype if name == "cuda" else ENGINE_PRECISION[name]
+        runner.accuracy = _accuracy(runner, ctx)
     runner.setup_seconds = time.perf_counter() - start
     return runner, built.same_as
 
 
-def _auto(ctx: Context, want: torch.Tensor, cache_dir: Path) -> Runner:
-    key = auto.cache_key(ctx.model, ctx.name, ctx.example, ctx.threads, AUTO_CANDIDATES)
+def _accuracy(runner: Runner, ctx: Context) -> Accuracy:
+    """The reduced-precision runner against the fp32 model on real images where there are
+    some (the calibration images), else on the example input."""
+    if ctx.calibration is not None:
+        images, source = ctx.calibration[:CHECKED_IMAGES], "calibration images"
+    else:
+        images, source = ctx.example, "example inputs (no real images given)"
+    top1, diff = agreement(runner, ctx.model, images)
+    return Accuracy(len(images), source, top1, diff)
+
+
+def _auto(ctx: Context, want: torch.Tensor, cache_dir: Path, names: tuple[str, ...]) -> Runner:
+    key = auto.cache_key(ctx.model, ctx.name, ctx.example, ctx.threads, names)
     path = auto.cache_file(cache_dir, key)
     entry = auto.read_cache(path, key)
     if entry is not None:
@@ -246,7 +318,7 @@ def _auto(ctx: Context, want: torch.Tensor, cache_dir: Path) -> Runner:
             return runner
     candidates: list[Candidate] = []
     runners: dict[str, Runner] = {}
-    for name in AUTO_CANDIDATES:
+    for name in names:
         start = time.perf_counter()
         try:
             runner, same_as = _build(name, ctx, want)
@@ -266,7 +338,7 @@ def _auto(ctx: Context, want: torch.Tensor, cache_dir: Path) -> Runner:
     for candidate in candidates:
         if candidate.name in medians:
             candidate.median_ms = medians[candidate.name] * 1e3
-    best = min(runners, key=lambda n: medians[n])
+    best = auto.fastest({name: medians[name] for name in runners})
     chosen = runners[best]
     chosen.chosen_by, chosen.measurements, chosen.cache_file = "auto", candidates, path
     problem = auto.write_cache(path, key, best, candidates)

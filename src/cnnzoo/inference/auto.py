@@ -2,7 +2,14 @@
 
 :func:`measure` times the candidates side by side: a warm-up, then rounds in which every
 candidate runs once, in an order that rotates from round to round, with a short pause before
-each timed call; the median of each candidate's times is its speed. The choice is cached as one
+each timed call; the median of each candidate's times is its speed. The pause is 20 ms, as in
+``cnnzoo bench``: torch's OpenMP workers keep spinning for a few milliseconds after a call
+returns (measured here: 3.2 ms of CPU time used in the 2 ms after a googlenet call at 32 px, 0.03
+ms after an ONNX Runtime call, whose workers cnnzoo stops), so with the 2 ms pause auto used
+before, an ONNX Runtime candidate timed right after a torch one ran on cores still taken by
+torch's spinning workers. At small inputs, where a call lasts about as long as the spinning,
+that made it 3-5× slower in auto's measurement (6.4 ms against 1.3 ms alone) and auto picked a
+slower torch backend. The choice is cached as one
 small JSON file per key (model, architecture, input shape, batch, threads, machine, versions) in
 ``<cache_dir>/inference/``, written atomically.
 """
@@ -28,10 +35,11 @@ from cnnzoo.environment import environment
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.inference.runner import Candidate
 
-BUDGET_S = 2.0  # timed rounds stop after about this long (at least MIN_ROUNDS)
+BUDGET_S = 2.0  # timed rounds (pauses included) stop after about this long (≥ MIN_ROUNDS)
 MIN_ROUNDS, MAX_ROUNDS = 5, 30
 WARMUP = 2  # untimed calls per candidate first (allocator, caches, ORT's first run)
-PAUSE_S = 0.002  # before each timed call: one call's threads settle before the next starts
+# Before each timed call: the previous call's spinning workers have gone to sleep (above).
+PAUSE_S = 0.02
 CACHE_VERSION = 1
 
 
@@ -40,15 +48,21 @@ def measure(
 ) -> dict[str, float]:
     """Median seconds of one call of each runner on ``x``, from interleaved repeats."""
     names = list(runners)
-    per_round = 0.0
+    per_round = PAUSE_S * len(names)
     for name in names:
         for _ in range(WARMUP):
             start = time.perf_counter()
             runners[name](x)
         per_round += time.perf_counter() - start  # the last warm-up call
-    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / max(per_round, 1e-9))))
+    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / per_round)))
     times = interleaved(runners, x, rounds, PAUSE_S)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def fastest(medians: Mapping[str, float]) -> str:
+    """The candidate with the smallest median; on a tie, the first listed (the simpler one:
+    candidates are listed eager first)."""
+    return min(medians, key=lambda name: medians[name])
 
 
 def interleaved(
@@ -102,6 +116,7 @@ def cache_key(
         "machine": env["machine"]["cpu"],
         "torch": versions["torch"],
         "onnxruntime": versions["onnxruntime"],
+        "openvino": versions["openvino"],
         "cnnzoo": versions["cnnzoo"],
         "candidates": list(candidates),
     }

@@ -1,7 +1,8 @@
 """The PyTorch backends: eager, channels_last, fused (BatchNorm folded), fused_channels_last,
-compile and cuda. Each builder takes the :class:`Context` and returns a :class:`Built`: the
-function that runs a batch and a few words on what it does. The ONNX Runtime backends are in
-:mod:`cnnzoo.inference.ort`.
+compile, bf16 (autocast) and cuda. Each builder takes the :class:`Context` and returns a
+:class:`Built`: the function that runs a batch and a few words on what it does. The ONNX Runtime
+backends are in :mod:`cnnzoo.inference.ort`, the OpenVINO ones in
+:mod:`cnnzoo.inference.openvino`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,32 @@ from cnnzoo.inference.fold import fold_batchnorm
 from cnnzoo.parity import fp32_rounding_error
 
 CUDA_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+NO_BF16 = (
+    "backend {backend!r} needs a CPU with bfloat16 instructions (avx512_bf16 or AMX), and this "
+    "one has none: use precision 'fp32' (auto), or 'int8' with calibration images."
+)
+NEEDS_CALIBRATION = (
+    "{what} needs calibration images: pass calibration= a few hundred preprocessed "
+    "training images of shape {shape} (the CLI: --calibrate DATASET)."
+)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_capable() -> bool:
+    """Whether this CPU computes in bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` in
+    /proc/cpuinfo; elsewhere oneDNN's own check). Without them torch emulates bf16, slower than
+    fp32, so the bf16 backends refuse and ``precision="bf16"`` falls back to fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return bool(torch.backends.mkldnn.is_available() and _mkldnn_bf16())
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
+def _mkldnn_bf16() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
 
 
 @dataclass
@@ -111,6 +138,27 @@ def build_fused_channels_last(ctx: Context) -> Built:
 def _channels_last(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     model = model.to(memory_format=torch.channels_last)  # 4-D weights; the others stay
     return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+
+
+def build_bf16(ctx: Context) -> Built:
+    """bfloat16 autocast on the CPU with weights and inputs channels_last (oneDNN's bf16
+    convolutions run on AVX512-BF16/AMX); the logits come back as float32. BatchNorm is folded
+    first where the model traces (fewer bf16 round trips), otherwise the model runs as it is."""
+    if not bf16_capable():
+        raise InvalidArgumentError(NO_BF16.format(backend="bf16"))
+    try:
+        model, pairs = ctx.folded()
+    except Exception:  # a model torch.export cannot trace still runs unfolded
+        model, pairs = ctx.model, []
+    net = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x.contiguous(memory_format=torch.channels_last))
+        return y.float()
+
+    note = f"torch autocast bf16, channels_last, BatchNorm folded into {len(pairs)} convolutions"
+    return Built(run, note, exact=False)
 
 
 def build_compile(ctx: Context) -> Built:

@@ -39,6 +39,29 @@ class Candidate:
         return f"{self.name} {self.median_ms:.3g} ms" if self.error is None else self.error
 
 
+@dataclass
+class Accuracy:
+    """A reduced-precision runner's measured change against fp32 (the eval-mode model).
+
+    Attributes:
+        images: how many images were compared.
+        source: what they were, e.g. ``"calibration images"`` or ``"example inputs"``.
+        top1_agreement: fraction of them with the same top-1 class as fp32.
+        max_abs_diff: the largest absolute difference between their logits.
+    """
+
+    images: int
+    source: str
+    top1_agreement: float
+    max_abs_diff: float
+
+    def line(self) -> str:
+        return (
+            f"against fp32 on {self.images} {self.source}: top-1 agreement "
+            f"{100 * self.top1_agreement:.2f}%, max |Δlogit| {self.max_abs_diff:.3g}"
+        )
+
+
 @dataclass(eq=False)
 class Runner:
     """A model made ready for fast inference: call it on a batch ``(N, C, H, W)`` to get logits.
@@ -59,6 +82,10 @@ class Runner:
         chosen_by: ``"explicit"``, ``"auto"`` (measured now) or ``"auto (cached)"``.
         measurements: for ``auto``, every candidate with its median or why it was dropped.
         cache_file: for ``auto``, the JSON file the choice was read from or written to.
+        precision: ``"fp32"``, ``"bf16"`` (or ``"fp16"`` for ``cuda``) or ``"int8"``: the
+            arithmetic it runs in.
+        accuracy: for reduced precision, its measured change against fp32 (``None`` for fp32,
+            whose ``check`` is the stricter parity rule).
     """
 
     backend: str
@@ -73,6 +100,8 @@ class Runner:
     chosen_by: str = "explicit"
     measurements: list[Candidate] = field(default_factory=list)
     cache_file: Path | None = None
+    precision: str = "fp32"
+    accuracy: Accuracy | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of the batch ``x`` (float32; on the CPU for the CPU
@@ -92,6 +121,8 @@ class Runner:
         parts.append(f"setup {self.setup_seconds:.1f} s")
         if self.check is not None:
             parts.append(f"parity with eager: {self.check.line()}")
+        if self.accuracy is not None:
+            parts.append(f"{self.precision} {self.accuracy.line()}")
         if self.chosen_by.startswith("auto"):
             timed = sorted(
                 (c for c in self.measurements if c.error is None), key=lambda c: c.median_ms or 0

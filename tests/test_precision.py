@@ -1,0 +1,299 @@
+"""The precision policy: OpenVINO (fp32, bf16, int8), torch bf16, optimize(precision=...), the
+--precision options, their error paths, and auto's choice (fake timings: no timing in tests).
+
+One trained LeNet-5 (digits, 32 px) serves every test: its reduced-precision runners are built
+once per module, under a guard that fails any network connection (OpenVINO and NNCF must send
+nothing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnzoo
+import cnnzoo.extras
+from cnnzoo.cli import main
+from cnnzoo.data import load_dataset
+from cnnzoo.errors import ExportError, InvalidArgumentError
+from cnnzoo.inference import (
+    agreement,
+    auto,
+    backends,
+    calibration_images,
+    optimize,
+)
+from cnnzoo.weights import load_weights
+
+# Not importorskip: importing openvino here, before cnnzoo turns its telemetry off, is the
+# very thing the telemetry test checks cnnzoo does not do.
+if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+    pytest.skip("the openvino extra is not installed", allow_module_level=True)
+BF16 = backends.bf16_capable()
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "lenet5"
+    assert main(["train", "--model", "lenet5", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    return out / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def setup(trained):
+    model = load_weights(None, trained)[0].eval()
+    data = load_dataset("digits", preprocessing=model.pretrained_cfg)
+    calibration = calibration_images(data.train, 64)
+    val = torch.stack([data.val[i][0] for i in range(len(data.val))])
+    return model, calibration, val
+
+
+@pytest.fixture(scope="module")
+def runners(setup):
+    """The OpenVINO and torch bf16 runners, built with every socket connection refused."""
+    model, calibration, _ = setup
+    attempts = []
+
+    def refuse(self, address, *args):
+        attempts.append(address)
+        raise OSError("no network in tests")
+
+    names = ["openvino", "openvino_int8", *(["openvino_bf16", "bf16"] if BF16 else [])]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        mp.setattr(socket.socket, "connect_ex", refuse)
+        built = {
+            name: optimize(
+                model, name, example_input=calibration[:4], threads=2, calibration=calibration
+            )
+            for name in names
+        }
+    assert attempts == []
+    return built
+
+
+def test_openvino_fp32_is_checked_like_every_fp32_backend(setup, runners):
+    model, _, val = setup
+    runner = runners["openvino"]
+    assert runner.check is not None and runner.check.passed and runner.precision == "fp32"
+    assert runner.accuracy is None and "INFERENCE_PRECISION_HINT=f32" in runner.note
+    with torch.no_grad():
+        want = model(val[:37])
+    got = runner(val[:37])  # another batch size compiles again
+    assert got.shape == want.shape
+    assert (got - want).abs().max() <= 1e-4 * max(1.0, want.abs().max().item())
+    assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+def test_telemetry_cannot_be_imported(runners):
+    # OpenVINO's converter and NNCF fall back to their stubs when the package is missing.
+    assert sys.modules.get("openvino_telemetry") is None
+    import os
+
+    assert os.environ.get("NNCF_CI")
+
+
+@pytest.mark.parametrize("name", ["openvino_int8", "openvino_bf16", "bf16"])
+def test_reduced_runners_report_their_change_against_fp32(setup, runners, name):
+    if name not in runners:
+        pytest.skip("this CPU has no bf16 instructions")
+    model, calibration, val = setup
+    runner = runners[name]
+    assert runner.precision == name.removeprefix("openvino_") and runner.check is None
+    # The reported change, recomputed here on the same 64 calibration images.
+    top1, diff = agreement(runner, model, calibration)
+    assert runner.accuracy.images == 64 and "calibration" in runner.accuracy.source
+    assert runner.accuracy.top1_agreement == top1
+    assert runner.accuracy.max_abs_diff == pytest.approx(diff, rel=1e-6)
+    assert diff > 0  # really reduced: fp32 would agree to ~1e-6
+    assert f"{name.removeprefix('openvino_')} against fp32 on 64" in runner.describe()
+    # On trained weights, held-out images: the top-1 barely moves.
+    assert agreement(runner, model, val)[0] >= 0.97
+
+
+# --- the policy's error paths, one line each ----------------------------------------------
+
+X = torch.randn(2, 1, 32, 32)
+
+
+def test_an_fp32_backend_with_a_reduced_precision_is_refused():
+    with pytest.raises(InvalidArgumentError) as err:
+        optimize(cnnzoo.create_model("lenet5"), "eager", precision="bf16", example_input=X)
+    assert "'eager' runs in fp32, not bf16" in one_line(err) and "openvino_bf16" in str(err.value)
+
+
+def test_an_unknown_precision_lists_the_choices():
+    with pytest.raises(InvalidArgumentError) as err:
+        optimize(cnnzoo.create_model("lenet5"), precision="fp8", example_input=X)
+    assert "'fp8'" in one_line(err) and "fp32, bf16, int8" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "what"),
+    [("openvino_int8", None, "backend 'openvino_int8'"), ("auto", "int8", "precision 'int8'")],
+)
+def test_int8_without_calibration_images_says_how_to_give_them(backend, precision, what):
+    with pytest.raises(InvalidArgumentError) as err:
+        optimize(cnnzoo.create_model("lenet5"), backend, precision=precision, example_input=X)
+    assert one_line(err).startswith(f"{what} needs calibration images")
+    assert "(M, 1, 32, 32)" in str(err.value) and "--calibrate" in str(err.value)
+
+
+def test_openvino_missing_names_the_extra(monkeypatch, tmp_path):
+    real = cnnzoo.extras.importlib.import_module
+
+    def without_openvino(name, *args):
+        if name == "openvino":
+            raise ImportError("No module named 'openvino'")
+        return real(name, *args)
+
+    monkeypatch.setattr(cnnzoo.extras.importlib, "import_module", without_openvino)
+    with pytest.raises(ExportError) as err:
+        optimize(cnnzoo.create_model("lenet5"), "openvino", example_input=X)
+    assert "pip install 'cnnzoo[openvino]'" in one_line(err)
+    # auto drops the candidate with that reason and keeps measuring the others
+    monkeypatch.setattr(cnnzoo.inference, "AUTO_CANDIDATES", ("eager", "openvino"))
+    monkeypatch.setattr(auto, "measure", lambda runners, x: dict.fromkeys(runners, 1.0))
+    runner = optimize(cnnzoo.create_model("lenet5"), example_input=X, cache_dir=tmp_path)
+    assert runner.backend == "eager"
+    (dropped,) = [c for c in runner.measurements if c.error]
+    assert dropped.name == "openvino" and "cnnzoo[openvino]" in dropped.error
+
+
+@pytest.mark.parametrize("backend", ["bf16", "openvino_bf16"])
+def test_bf16_on_a_cpu_without_it_is_refused(monkeypatch, backend):
+    monkeypatch.setattr(backends, "bf16_capable", lambda: False)
+    with pytest.raises(InvalidArgumentError) as err:
+        optimize(cnnzoo.create_model("lenet5"), backend, example_input=X)
+    assert f"backend {backend!r} needs a CPU with bfloat16 instructions" in one_line(err)
+
+
+def test_auto_bf16_on_a_cpu_without_it_falls_back_to_fp32(monkeypatch, tmp_path):
+    monkeypatch.setattr(cnnzoo.inference, "bf16_capable", lambda: False)
+    monkeypatch.setattr(cnnzoo.inference, "AUTO_CANDIDATES", ("eager",))
+    monkeypatch.setattr(auto, "measure", lambda runners, x: dict.fromkeys(runners, 1.0))
+    runner = optimize(
+        cnnzoo.create_model("lenet5"), precision="bf16", example_input=X, cache_dir=tmp_path
+    )
+    assert runner.backend == "eager" and runner.precision == "fp32"
+    assert "this CPU has no bfloat16 instructions (avx512_bf16, AMX): fp32 instead" in runner.note
+
+
+# --- auto's choice, with fake timings --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fast", "slow"), [("eager", "channels_last"), ("channels_last", "eager")])
+def test_auto_keeps_the_smallest_median(monkeypatch, tmp_path, fast, slow):
+    monkeypatch.setattr(cnnzoo.inference, "AUTO_CANDIDATES", ("eager", "channels_last"))
+    monkeypatch.setattr(auto, "measure", lambda runners, x: {fast: 0.001, slow: 0.003})
+    runner = optimize(cnnzoo.create_model("lenet5"), example_input=X, cache_dir=tmp_path)
+    assert runner.backend == fast
+    timed = {c.name: c.median_ms for c in runner.measurements}
+    assert timed == {fast: 1.0, slow: 3.0}
+
+
+def test_fastest_breaks_a_tie_for_the_first_listed():
+    assert auto.fastest({"eager": 2.0, "onnxruntime": 1.0, "openvino": 1.0}) == "onnxruntime"
+
+
+def test_measure_pauses_between_calls_and_counts_them_in_its_budget(monkeypatch):
+    """A fake clock: each call takes its runner's time, each pause its length; measure gives the
+    medians of those times, and its rounds fit the budget with the pauses included."""
+    clock = [0.0]
+    pauses = []
+    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(auto.time, "sleep", sleep)
+
+    def taking(seconds):
+        def run(x):
+            clock[0] += seconds
+
+        return run
+
+    runners = {"torch": taking(0.004), "ort": taking(0.001)}
+    medians = auto.measure(runners, None)
+    assert medians == pytest.approx({"torch": 0.004, "ort": 0.001})
+    assert auto.fastest(medians) == "ort"
+    # one round: 5 ms of calls + 2 pauses of 20 ms → 2 s / 45 ms = 44 rounds, capped at 30
+    assert len(pauses) == 2 * auto.MAX_ROUNDS and set(pauses) == {auto.PAUSE_S}
+    assert auto.PAUSE_S >= 0.02  # longer than torch's workers spin after a call
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_eval_precision_reports_the_change_on_the_whole_split(capsys, trained, monkeypatch):
+    built = []
+    build = cnnzoo.inference.optimize
+
+    def keep(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(cnnzoo.inference, "optimize", keep)
+    monkeypatch.setattr(cnnzoo.inference, "AUTO_REDUCED", {"int8": ("openvino_int8",)})
+    code = main(["eval", "--weights", str(trained), "--dataset", "digits", "--precision", "int8"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (runner,) = built
+    assert runner.backend == "openvino_int8" and runner.chosen_by == "auto"
+    assert "int8 against fp32 on 256 calibration images" in err  # the runner's own line
+    line = next(ln for ln in out.splitlines() if ln.startswith("note: int8 top-1"))
+    model = load_weights(None, trained)[0].eval()
+    data = load_dataset("digits", preprocessing=model.pretrained_cfg)
+    x = torch.stack([data.val[i][0] for i in range(len(data.val))])
+    agree = agreement(runner, model, x)[0]
+    assert line.endswith(f"top-1 agreement with fp32 {100 * agree:.2f}%")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--precision", "int8"], "--precision int8 needs calibration images"),
+        (["--backend", "openvino_int8"], "--backend openvino_int8 needs calibration images"),
+        (["--backend", "eager", "--precision", "bf16"], "'eager' runs in fp32, not bf16"),
+    ],
+)
+def test_predict_precision_errors_are_one_line(capsys, trained, tmp_path, argv, message):
+    from PIL import Image
+
+    image = tmp_path / "x.png"
+    Image.new("L", (32, 32), 128).save(image)
+    code = main(["predict", "--weights", str(trained), str(image), *argv])
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_compare_times_fp32_unless_asked_and_refuses_another_precision(tmp_path):
+    from cnnzoo.compare.plan import CompareConfig, make_plan
+
+    plan = make_plan(CompareConfig(out=str(tmp_path)))
+    assert plan.precision == "fp32" and plan.settings()["bench_precision"] == "fp32"
+    assert make_plan(CompareConfig(out=str(tmp_path), precision="int8")).precision == "int8"
+    with pytest.raises(InvalidArgumentError) as err:
+        make_plan(CompareConfig(out=str(tmp_path), precision="fp16"))
+    assert "--precision" in one_line(err) and "'fp16'" in str(err.value)
+
+
+def test_bench_refuses_an_unknown_precision_before_timing():
+    from cnnzoo.bench import run_bench
+
+    with pytest.raises(InvalidArgumentError) as err:
+        run_bench(["lenet5"], ["auto"], [1], precision="fp8")
+    assert "unknown precision 'fp8'" in one_line(err)
