@@ -621,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     program = argv is None  # the process itself, not a caller (tests, scripts)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # a return code, as for every command (argparse would exit)
+        from cnnzoo.version import version_text
+
+        print(version_text())
+        return 0
     # The parser imports no torch (its choices come from cnnzoo.choices): --help, --version and
     # every usage error answer at once, and even where torch is broken.
     args = build_parser().parse_args(argv)
