@@ -25,16 +25,11 @@ $(CHROMIUM):
 		(apt-get update && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
-# The tests run in two processes, a test file to each at a time (fixtures shared within a file),
-# one torch thread each (tests/conftest.py): two cores busy without oversubscribing them.
-# The signal and kill tests of mid-epoch checkpoints run alone afterwards: run beside the
-# other process, a worker of it was seen to die (cause not yet found).
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadfile --durations=15 --ignore=tests/test_midepoch.py
-	$(BIN)/pytest tests/test_midepoch.py
+	$(BIN)/pytest --durations=15
 
 # mypy over src/ at the strictness pyproject.toml's [tool.mypy] states; zero errors expected.
 typecheck: $(STAMP)
