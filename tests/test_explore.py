@@ -220,6 +220,10 @@ def test_lenet_neuron_written_out_equals_torch(default, layer, index):
         if layer == 0:
             assert [top, left, bottom, right] == [y, x, y + size, x + size]
         assert 0 < bottom - top <= size and 0 < right - left <= size
+        # On the layer's input (the previous layer's maps: s2's 6×14×14 for c3), by hand: a
+        # 5×5 window at stride 1 without padding starts at (y, x).
+        assert rf["input_box"] == [y, x, y + 5, x + 5]
+        assert rf["input_shape"] == [1, *entry.rows[layer].input_shape[1:]]
     if d["kind"] == "pool":
         window = [v for row in d["window"] for v in row]
         assert d["computed"] == pytest.approx(sum(window) / len(window))
@@ -277,6 +281,33 @@ def test_every_family_through_the_api(zoo, family):
     assert sum(c["probability"] for c in top["classes"]) <= 1 + 1e-9
 
 
+def test_the_field_on_the_previous_layers_maps_is_the_window_cut_at_the_edges(zoo):
+    explorer, client = zoo
+    entry = explorer.models["resnet"]
+    names = [r.name for r in entry.rows]
+    q = {"model": "resnet", "image": image_key(explorer)}
+    conv = names.index("layer2.0.conv1")  # 3×3, stride 2, padding 1 on layer1's 8×8 maps
+    pool = names.index("maxpool")  # 3×3, stride 2, padding 1 on the stem's 16×16 maps
+    for layer, side in ((conv, 8), (pool, 16)):
+        for y, x in ((0, 0), (2, 1), (3, 3)):
+            params = {**q, "layer": layer, "channel": 1, "y": y, "x": x}
+            rf = client.get("/api/receptive_field", params=params).json()
+            # rows 2y − 1 … 2y + 1 (columns alike), those outside the map dropped
+            by_hand = [
+                max(0, 2 * y - 1),
+                max(0, 2 * x - 1),
+                min(side, 2 * y + 2),
+                min(side, 2 * x + 2),
+            ]
+            if layer == pool:  # max pooling: the gradient reaches the kept cell only
+                top, left, bottom, right = rf["input_box"]
+                assert bottom - top == right - left == 1
+                assert by_hand[0] <= top < by_hand[2] and by_hand[1] <= left < by_hand[3]
+            else:
+                assert rf["input_box"] == by_hand, (y, x)
+            assert rf["input_shape"][2:] == [side, side]
+
+
 # --- uploads ----------------------------------------------------------------------------------
 
 
@@ -328,13 +359,87 @@ def test_an_upload_over_the_size_limit_is_refused(default, monkeypatch):
 def test_the_cache_is_bounded_by_bytes(default, monkeypatch):
     explorer, _ = default
     key = image_key(explorer)
+    entry = explorer.models["m0"]
     acts = explorer.activations("m0", key)
+    assert acts.complete and acts.nbytes == entry.kept_bytes + 4 * 10  # estimate + the logits
     monkeypatch.setattr(explorer, "cache", type(explorer.cache)())
-    monkeypatch.setattr(explorer, "cache_bytes", acts.nbytes - 1)  # one pair does not fit
+    monkeypatch.setattr(explorer, "cache_bytes", entry.kept_bytes - 1)  # one pair does not fit
     monkeypatch.setattr(explorer, "notes", [])
-    again = explorer.activations("m0", key)
-    assert not explorer.cache and again.nbytes == acts.nbytes
-    assert "do not fit" in explorer.notes[0] and "runs the model again" in explorer.notes[0]
+    light = explorer.activations("m0", key)
+    assert not light.complete and light.nbytes < acts.nbytes
+    assert list(explorer.cache) == [("m0", key)]  # the overview's part is kept
+    assert "do not fit" in explorer.notes[0] and "up to that layer" in explorer.notes[0]
+    monkeypatch.setattr(explorer, "cache", type(explorer.cache)())
+    monkeypatch.setattr(explorer, "cache_bytes", 100)  # not even the overview's maps fit
+    monkeypatch.setattr(explorer, "notes", [])
+    assert explorer.layer("m0", key, 0)["channels"] == 6
+    assert not explorer.cache and "runs the model again" in explorer.notes[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(default):
+    """The shipped LeNet-5 in a session whose cache cannot hold one image's activations: the
+    overview's part (scales, top channels and their maps) plus about one layer."""
+    entry = default[0].models["m0"]
+    small = Explorer([entry], cache_bytes=entry.kept_bytes - 1)
+    small.add_image(digit_png(), "one.png")
+    key = image_key(small)
+    light = small.activations("m0", key)
+    small.cache_bytes = light.nbytes + 20_000  # c1's output (18.8 kB), not with its input
+    full = Explorer([entry])  # the default bound: every layer kept
+    full.add_image(digit_png(), "one.png")
+    assert full.activations("m0", key).complete
+    return full, small, key
+
+
+def test_a_pair_over_the_cache_answers_layer_by_layer_as_the_cached_one(tiny_cache):
+    full, small, key = tiny_cache
+    entry = small.models["m0"]
+    assert not small.activations("m0", key).complete
+    seen_keys = set()
+    for layer, row in enumerate(entry.rows):
+        assert small.layer("m0", key, layer) == full.layer("m0", key, layer), row.name
+        shape = row.output_shape[1:]
+        index = tuple(s // 2 for s in shape)
+        c, y, x = (*index, 0, 0)[:3]
+        a, b = small.neuron("m0", key, layer, c, y, x), full.neuron("m0", key, layer, c, y, x)
+        assert a == b, row.name
+        tops = small.top_channels(small.activations("m0", key), layer)
+        assert tops == full.top_channels(full.activations("m0", key), layer)
+        for channel in {*tops[:1], shape[0] - 1} if len(shape) == 3 else {0}:
+            assert small.channel_png("m0", key, layer, channel) == full.channel_png(
+                "m0", key, layer, channel
+            ), (row.name, channel)  # a thumbnail kept by the pass, and a map computed again
+        if row.input_shape and len(row.input_shape) == 4:
+            assert small.input_channel_png("m0", key, layer, 0) == full.input_channel_png(
+                "m0", key, layer, 0
+            )
+        if row.type == "Conv2d":
+            rf_small = small.receptive_field("m0", key, layer, c, y, x)
+            rf_full = full.receptive_field("m0", key, layer, c, y, x)
+            assert rf_small["input_box"] == rf_full["input_box"]
+            assert rf_small["box"] == rf_full["box"] or "over the" in rf_small["note"]
+        assert small.cached_bytes() <= small.cache_bytes
+        seen_keys |= set(small.cache)
+    assert small.topk("m0", key) == full.topk("m0", key)
+    # The bound was met by letting layers go: more were kept over time than fit at once.
+    assert len(seen_keys) > len(small.cache) > 1
+
+
+def test_a_click_runs_the_model_only_up_to_the_layer(tiny_cache):
+    _, small, key = tiny_cache
+    model = small.models["m0"].model
+    calls = []
+    handle = model.get_submodule("output").register_forward_hook(lambda *a: calls.append(1))
+    try:
+        small.cache.clear()
+        small.layer("m0", key, 0)  # the overview's pass (to the end), then c1's (stopped)
+        assert len(calls) == 1
+        small.neuron("m0", key, 0, 1, 3, 3)  # c1's output and input: already kept
+        small.input_channel_png("m0", key, 2, 0)  # s2's input, computed alone
+        assert len(calls) == 1
+    finally:
+        handle.remove()
 
 
 # --- the command --------------------------------------------------------------------------------

@@ -162,15 +162,9 @@ def create_app(
         }
 
     def graph(request: Request) -> dict[str, Any]:
-        model = request.query_params.get("model", "")
-        result = explorer.graph(model)
-        image = request.query_params.get("image")
-        if image:  # the thumbnails: each layer's most active channels for this image
-            acts = explorer.activations(model, image)
-            for block in result["blocks"]:
-                for layer in block["layers"]:
-                    layer["top_channels"] = explorer.top_channels(acts, layer["index"])
-        return result
+        # With an image: the thumbnails (each layer's most active channels) and shortcuts.
+        q = request.query_params
+        return explorer.graph(q.get("model", ""), q.get("image") or None)
 
     def layer(request: Request) -> dict[str, Any]:
         q = request.query_params

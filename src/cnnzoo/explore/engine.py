@@ -4,8 +4,11 @@ answers of the JSON API (graph, layer maps, a neuron's computation, top-k, CAM, 
 
 Layers are the analyzer's rows (:func:`cnnzoo.analysis.summarize`): one row per call of a leaf
 module, in execution order, addressed by its index (a module called twice, such as a ResNet
-block's shared ReLU, has two rows). Every call's output is kept, and the input of every layer
-whose neuron can be worked out (convolution, pooling, linear, batch norm).
+block's shared ReLU, has two rows). When a pair's activations fit the cache, every call's output
+is kept, and the input of every layer whose neuron can be worked out (convolution, pooling,
+linear, batch norm). When they do not, the first pass keeps only what the overview needs (each
+layer's colour scale, top channels and their maps) and a click computes the layers it needs by
+a pass that keeps only them (:meth:`Explorer.activations`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cnnzoo.errors import InvalidArgumentError
 
@@ -67,6 +71,8 @@ class ModelEntry:
     note: str = ""
     rows: list[Any] = field(default_factory=list)
     summary: Any = None
+    kept_bytes: int = 0  # what a complete pass keeps for one image (float32)
+    shortcuts: list[dict[str, Any]] | None = None  # found by the first pass (_ShortcutWatcher)
 
 
 @dataclass
@@ -78,7 +84,9 @@ class ImageEntry:
 
 @dataclass
 class Activations:
-    """One forward pass of one image: logits, every row's output and the kept inputs."""
+    """One forward pass of one image: logits, each row's colour scale and top channels, and
+    (``complete``) every row's output and the kept inputs, or (not ``complete``: the pair does
+    not fit the cache) only the maps of each row's top channels, in ``thumbs``."""
 
     x: torch.Tensor  # (1, C, H, W), as the model sees the image
     logits: torch.Tensor  # (1, K)
@@ -86,6 +94,86 @@ class Activations:
     inputs: list[torch.Tensor | None]
     nbytes: int
     scales: dict[int, tuple[float, float]] = field(default_factory=dict)
+    tops: dict[int, list[int]] = field(default_factory=dict)
+    complete: bool = True
+    thumbs: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Kept:
+    """One tensor of one row, computed on demand for a pair that does not fit the cache."""
+
+    tensor: torch.Tensor  # (1, ...) as the layer gave or read it, float32
+    nbytes: int
+
+
+class _Stop(Exception):
+    """Ends a forward pass early, once the last wanted layer has run."""
+
+
+_ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
+
+
+class _ShortcutWatcher(TorchFunctionMode):
+    """Finds the residual additions a forward writes as ``x + y`` (no module of their own, so
+    no analyzer row): each sum of two same-shaped maps, and the module whose forward did it
+    (a stack kept by hooks on every module). A ``pad`` in that forward marks ResNet's option-A
+    shortcut (strided identity, extra channels zero-padded). Per thread, like every
+    ``TorchFunctionMode``: another thread's model is not watched."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.stack: list[str] = []
+        self.adds: dict[str, int] = {}
+        self.pads: set[str] = set()
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _ShortcutWatcher:
+        for name, module in self.model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(self._push(name)))
+            self.handles.append(module.register_forward_hook(self._pop))
+        return cast("_ShortcutWatcher", super().__enter__())
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        super().__exit__(*exc)
+
+    def _push(self, name: str) -> Any:
+        return lambda module, args: self.stack.append(name)
+
+    def _pop(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self.stack.pop()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if self.stack and name in _ADDS and len(args) >= 2:
+            a, b = args[0], args[1]
+            maps = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 4
+            if maps and a.shape == b.shape:
+                self.adds[self.stack[-1]] = self.adds.get(self.stack[-1], 0) + 1
+        elif self.stack and name == "pad":
+            self.pads.add(self.stack[-1])
+        return func(*args, **(kwargs or {}))
+
+    def shortcuts(self) -> list[dict[str, Any]]:
+        """Each module whose forward adds two maps: ``unit``, whether a ``downsample`` or
+        ``shortcut`` submodule makes the added path (drawn already), and option A's padding."""
+        found = []
+        for unit in self.adds:
+            module = self.model.get_submodule(unit)
+            if not list(module.children()):
+                continue  # a layer's own arithmetic, not a connection between layers
+            children = dict(module.named_children())
+            found.append(
+                {
+                    "unit": unit,
+                    "module": any(n in children for n in ("downsample", "shortcut")),
+                    "padded": unit in self.pads,
+                }
+            )
+        return found
 
 
 def preprocessing_of(model: nn.Module) -> Preprocessing:
@@ -111,6 +199,32 @@ def _tensor_bytes(tensors: list[torch.Tensor | None]) -> int:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return total
+
+
+def _scale_of(out: torch.Tensor) -> tuple[float, float]:
+    """A layer's one colour scale: symmetric around 0 when it has negative values."""
+    lo, hi = float(out.min()), float(out.max())
+    if lo < 0:
+        peak = max(-lo, hi, 1e-12)
+        return (-peak, peak)
+    return (0.0, max(hi, 1e-12))
+
+
+def _tops_of(out: torch.Tensor, count: int = 4) -> list[int]:
+    """The channels with the largest mean of a (1, C, H, W) map; none for other shapes."""
+    if out.dim() != 4:
+        return []
+    return out[0].flatten(1).mean(dim=1).topk(min(count, out.shape[1])).indices.tolist()
+
+
+def _box(grad: torch.Tensor | None) -> list[int] | None:
+    """[top, left, bottom, right) of the non-zero cells of a (1, C, H, W) gradient."""
+    if grad is None or not bool((grad != 0).any()):
+        return None
+    nz = (grad[0] != 0).any(dim=0).nonzero()
+    top, left = nz.min(dim=0).values.tolist()
+    bottom, right = nz.max(dim=0).values.tolist()
+    return [top, left, bottom + 1, right + 1]
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -186,7 +300,8 @@ class Explorer:
             raise InvalidArgumentError("explore needs at least one model.")
         self.models = {m.key: m for m in models}
         self.images: OrderedDict[str, ImageEntry] = OrderedDict()
-        self.cache: OrderedDict[tuple[str, str], Activations] = OrderedDict()
+        # (model, image): the pass; (model, image, "out" | "in", row): a tensor kept on demand.
+        self.cache: OrderedDict[tuple[Any, ...], Activations | Kept] = OrderedDict()
         self.cache_bytes = cache_bytes
         self.max_upload = max_upload
         self.max_pixels = max_pixels
@@ -203,6 +318,15 @@ class Explorer:
         pre = preprocessing_of(entry.model)
         entry.summary = summarize(entry.model, tuple(pre.input_size))
         entry.rows = entry.summary.layers
+        entry.kept_bytes = (
+            4 * math.prod(pre.input_size)
+            + sum(4 * math.prod(row.output_shape) if row.output_shape else 0 for row in entry.rows)
+            + sum(
+                4 * math.prod(row.input_shape)
+                for row in entry.rows
+                if row.input_shape and isinstance(entry.model.get_submodule(row.name), KEEP_INPUT)
+            )
+        )
 
     def model(self, key: str) -> ModelEntry:
         if key not in self.models:
@@ -244,54 +368,112 @@ class Explorer:
 
     # --- activations ------------------------------------------------------------------------
 
-    def activations(self, model_key: str, image_key: str) -> Activations:
-        """Every row's output for this image, from the cache or one forward pass.
+    def cached_bytes(self) -> int:
+        """What the cache holds now (never more than ``cache_bytes``)."""
+        return sum(v.nbytes for v in self.cache.values())
 
-        The cache holds at most ``cache_bytes``; the least recently used pairs leave first. A
-        pair larger than the whole bound is computed, answered and not kept (each click then
-        runs the forward pass again: slower, never more memory than one pass).
+    def _make_room(self, nbytes: int, spare: Any = None) -> None:
+        # Before a pass, not after: the cache and the new pass never hold more than the bound.
+        while self.cached_bytes() + nbytes > self.cache_bytes and self._evict(spare):
+            pass
+
+    def _evict(self, spare: Any = None) -> bool:
+        """Drop the least recently used layer kept on demand, else the least recently used
+        pass, never ``spare``: a pair's overview part serves every click on it, a layer only
+        its own. False when nothing but ``spare`` is left."""
+        layers = [k for k, v in self.cache.items() if isinstance(v, Kept) and k != spare]
+        others = layers or [k for k in self.cache if k != spare]
+        if not others:
+            return False
+        del self.cache[others[0]]
+        return True
+
+    def _keep(self, key: tuple[Any, ...], value: Activations | Kept) -> bool:
+        """Keep ``value`` (least recently used first out) if it fits the bound at all."""
+        if value.nbytes > self.cache_bytes:
+            return False
+        self.cache[key] = value
+        self.cache.move_to_end(key)
+        while self.cached_bytes() > self.cache_bytes and self._evict(spare=key):
+            pass  # never ``key`` itself: it fits alone
+        return True
+
+    def activations(self, model_key: str, image_key: str) -> Activations:
+        """This image's pass through the model, from the cache or one forward pass.
+
+        When the pair's activations (every row's output, the inputs of the rows worked out)
+        fit ``cache_bytes``, the pass keeps them all and a click answers from memory. When they
+        do not, the pass keeps what the overview needs only (each row's colour scale, its top
+        channels and their maps, the logits): a click on a layer then runs the model again up
+        to that layer, keeping only what it needs (:meth:`_tensors`). The cache holds at most
+        ``cache_bytes``; the least recently used entries leave first.
         """
         entry, image = self.model(model_key), self.image(image_key)
         with self.lock:
             key = (model_key, image_key)
             if key in self.cache:
                 self.cache.move_to_end(key)
-                return self.cache[key]
-            acts = self._forward(entry, image)
-            if acts.nbytes <= self.cache_bytes:
-                self.cache[key] = acts
-                while sum(a.nbytes for a in self.cache.values()) > self.cache_bytes:
-                    self.cache.popitem(last=False)
-            elif not any(n.startswith(entry.label) and "do not fit" in n for n in self.notes):
-                self.notes.append(
-                    f"{entry.label}'s activations ({_size(acts.nbytes)}) do not fit the "
-                    f"{_size(self.cache_bytes)} cache: each request runs the model again"
+                return cast(Activations, self.cache[key])
+            complete = entry.kept_bytes <= self.cache_bytes
+            if complete:
+                self._make_room(entry.kept_bytes)
+            acts = self._forward(entry, image, keep=complete)
+            if self._keep(key, acts) or complete:
+                if complete and key not in self.cache:  # the estimate was short
+                    entry.kept_bytes = acts.nbytes  # layer by layer from the next image on
+                what = (
+                    "the overview keeps each layer's colour scale and top channels, and a "
+                    "click on a layer runs the model again up to that layer, keeping only it"
+                )
+            else:
+                what = "even the overview's maps do not fit: each request runs the model again"
+            if entry.kept_bytes > self.cache_bytes:
+                self._note(
+                    entry,
+                    f"{entry.label}'s activations ({_size(entry.kept_bytes)}) do not fit the "
+                    f"{_size(self.cache_bytes)} cache: {what}",
                 )
             return acts
+
+    def _note(self, entry: ModelEntry, text: str) -> None:
+        if not any(n.startswith(entry.label) and "do not fit" in n for n in self.notes):
+            self.notes.append(text)
 
     def prepared(self, entry: ModelEntry, image: ImageEntry) -> torch.Tensor:
         pre = preprocessing_of(entry.model)
         return pre.transform()(image.image).unsqueeze(0)  # (1, C, H, W)
 
-    def _forward(self, entry: ModelEntry, image: ImageEntry) -> Activations:
+    def _forward(self, entry: ModelEntry, image: ImageEntry, keep: bool = True) -> Activations:
+        """One pass: each row's scale and top channels, and (``keep``) every row's output and
+        the inputs of :data:`KEEP_INPUT` rows, or (not ``keep``) the top channels' maps only."""
         from cnnzoo.visualize.maps import untouched
 
         model = entry.model
         x = self.prepared(entry, image)
         outputs: list[torch.Tensor | None] = []
         inputs: list[torch.Tensor | None] = []
+        acts = Activations(x, x, outputs, inputs, 0, complete=keep)
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            i = len(outputs)
             out = _first_tensor(output)
+            if out is not None:  # now, before an in-place activation after it changes it
+                out = out.detach().float()
+                acts.scales[i] = _scale_of(out)
+                acts.tops[i] = _tops_of(out)
+                if not keep:
+                    for c in acts.tops[i]:
+                        acts.thumbs[(i, c)] = out[0, c].clone()  # (H, W)
             # Copies: an in-place activation after this layer would change the tensor.
-            outputs.append(None if out is None else out.detach().float().clone())
-            arg = _first_tensor(args) if isinstance(module, KEEP_INPUT) else None
+            outputs.append(None if out is None or not keep else out.clone())
+            arg = _first_tensor(args) if keep and isinstance(module, KEEP_INPUT) else None
             inputs.append(None if arg is None else arg.detach().float().clone())
 
         leaves = [m for m in model.modules() if not list(m.children())]
         handles = [m.register_forward_hook(hook) for m in leaves]
+        watch = _ShortcutWatcher(model) if entry.shortcuts is None else None
         try:
-            with untouched(model), torch.no_grad():
+            with untouched(model), torch.no_grad(), watch or contextlib.nullcontext():
                 model.eval()
                 logits = _first_tensor(model(x))
         finally:
@@ -303,15 +485,106 @@ class Explorer:
                 f"{entry.label}: {len(outputs)} layer calls ran, the analyzer lists "
                 f"{len(entry.rows)}; this model cannot be explored layer by layer."
             )
-        acts = Activations(x, logits.detach().float(), outputs, inputs, 0)
-        acts.nbytes = _tensor_bytes([*outputs, *inputs])
+        if watch is not None:
+            entry.shortcuts = watch.shortcuts()
+        acts.logits = logits.detach().float()
+        if not keep:
+            outputs[:] = [None] * len(outputs)
+        acts.nbytes = _tensor_bytes([*outputs, *inputs, x, acts.logits, *acts.thumbs.values()])
         return acts
+
+    def _tensors(
+        self,
+        model_key: str,
+        image_key: str,
+        outs: list[int] | tuple[int, ...] = (),
+        ins: list[int] | tuple[int, ...] = (),
+    ) -> dict[tuple[str, int], torch.Tensor | None]:
+        """Rows' outputs (``("out", i)``) and inputs (``("in", i)``), each ``(1, ...)``: from the
+        complete pass when the pair fits the cache, else from the cache or one pass that keeps
+        only these (stopped after the last of them), each then kept in the cache."""
+        entry, image = self.model(model_key), self.image(image_key)
+        with self.lock:
+            acts = self.activations(model_key, image_key)
+            found: dict[tuple[str, int], torch.Tensor | None] = {}
+            missing: list[tuple[str, int]] = []
+            for kind, rows in (("out", outs), ("in", ins)):
+                for i in rows:
+                    held = (acts.outputs if kind == "out" else acts.inputs)[i]
+                    item = self.cache.get((model_key, image_key, kind, i))
+                    if held is not None or (kind == "out" and acts.complete):
+                        found[(kind, i)] = held  # None: the layer gives no tensor
+                    elif item is not None:
+                        self.cache.move_to_end((model_key, image_key, kind, i))
+                        found[(kind, i)] = cast(Kept, item).tensor
+                    else:
+                        missing.append((kind, i))
+            if missing:
+                shapes = [
+                    entry.rows[i].output_shape if kind == "out" else entry.rows[i].input_shape
+                    for kind, i in missing
+                ]
+                need = sum(4 * math.prod(s) for s in shapes if s)
+                self._make_room(need, spare=(model_key, image_key))
+                got = self._pass(entry, image, missing)
+                for kind, i in missing:
+                    tensor = got.get((kind, i))
+                    found[(kind, i)] = tensor
+                    if tensor is not None:
+                        kept = Kept(tensor, tensor.numel() * tensor.element_size())
+                        self._keep((model_key, image_key, kind, i), kept)
+            return found
+
+    def _pass(
+        self, entry: ModelEntry, image: ImageEntry, wanted: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], torch.Tensor]:
+        """A forward pass that keeps only the ``wanted`` rows' outputs and inputs, stopped once
+        the last of them has run: memory is the pass's own plus what it keeps."""
+        from cnnzoo.visualize.maps import untouched
+
+        model = entry.model
+        want_out = {i for kind, i in wanted if kind == "out"}
+        want_in = {i for kind, i in wanted if kind == "in"}
+        last = max(i for _, i in wanted)
+        got: dict[tuple[str, int], torch.Tensor] = {}
+        calls = [0, 0]  # leaf calls never nest: the i-th pre-hook and the i-th hook are row i
+
+        def pre(module: nn.Module, args: tuple) -> None:
+            i, calls[0] = calls[0], calls[0] + 1
+            arg = _first_tensor(args) if i in want_in else None
+            if arg is not None:  # before the call: an in-place layer overwrites its input
+                got[("in", i)] = arg.detach().float().clone()
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            i, calls[1] = calls[1], calls[1] + 1
+            out = _first_tensor(output) if i in want_out else None
+            if out is not None:
+                got[("out", i)] = out.detach().float().clone()
+            if i == last:
+                raise _Stop
+
+        leaves = [m for m in model.modules() if not list(m.children())]
+        handles = [m.register_forward_pre_hook(pre) for m in leaves]
+        handles += [m.register_forward_hook(hook) for m in leaves]
+        x = self.prepared(entry, image)
+        try:
+            with untouched(model), torch.no_grad(), contextlib.suppress(_Stop):
+                model.eval()
+                model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return got
 
     # --- answers ----------------------------------------------------------------------------
 
-    def graph(self, model_key: str) -> dict[str, Any]:
-        """The analyzer's rows grouped by block, in execution order."""
+    def graph(self, model_key: str, image_key: str | None = None) -> dict[str, Any]:
+        """The analyzer's rows grouped by block, in execution order; with an image, each
+        layer's most active channels (``top_channels``) and the residual additions the pass
+        saw (``shortcuts``: the units whose forward adds two maps, ``module`` when a
+        ``downsample``/``shortcut`` layer makes the added path)."""
         entry = self.model(model_key)
+        acts = self.activations(model_key, image_key) if image_key else None
         pre = preprocessing_of(entry.model)
         blocks: list[dict[str, Any]] = []
         for i, row in enumerate(entry.rows):
@@ -334,6 +607,8 @@ class Explorer:
                     else (list(row.padding) if row.padding else None),
                 }
             )
+            if acts is not None:
+                blocks[-1]["layers"][-1]["top_channels"] = self.top_channels(acts, i)
         return {
             "model": entry.key,
             "label": entry.label,
@@ -343,6 +618,7 @@ class Explorer:
             "macs": entry.summary.macs,
             "blocks": blocks,
             "layers": len(entry.rows),
+            "shortcuts": entry.shortcuts or [],
         }
 
     def _row(self, entry: ModelEntry, layer: int) -> Any:
@@ -353,8 +629,8 @@ class Explorer:
             )
         return entry.rows[layer]
 
-    def _output(self, acts: Activations, layer: int) -> torch.Tensor:
-        out = acts.outputs[layer]
+    def _out(self, model_key: str, image_key: str, layer: int) -> torch.Tensor:
+        out = self._tensors(model_key, image_key, outs=[layer])[("out", layer)]
         if out is None:
             raise NotFoundError(f"layer {layer} gives no tensor.")
         return out[0]  # (C, H, W) or (F,)
@@ -362,13 +638,7 @@ class Explorer:
     def scale(self, acts: Activations, layer: int) -> tuple[float, float]:
         """The layer's one colour scale: symmetric around 0 when it has negative values."""
         if layer not in acts.scales:
-            out = self._output(acts, layer)
-            lo, hi = float(out.min()), float(out.max())
-            if lo < 0:
-                peak = max(-lo, hi, 1e-12)
-                acts.scales[layer] = (-peak, peak)
-            else:
-                acts.scales[layer] = (0.0, max(hi, 1e-12))
+            raise NotFoundError(f"layer {layer} gives no tensor.")
         return acts.scales[layer]
 
     def layer(self, model_key: str, image_key: str, layer: int, page: int = 0) -> dict[str, Any]:
@@ -376,8 +646,8 @@ class Explorer:
         entry = self.model(model_key)
         row = self._row(entry, layer)
         acts = self.activations(model_key, image_key)
-        out = self._output(acts, layer)
         lo, hi = self.scale(acts, layer)
+        out = self._out(model_key, image_key, layer)
         channels = out.shape[0] if out.dim() == 3 else 1
         pages = max(1, math.ceil(channels / CHANNELS_PER_PAGE))
         if not 0 <= page < pages:
@@ -409,23 +679,24 @@ class Explorer:
         }
 
     def top_channels(self, acts: Activations, layer: int, count: int = 4) -> list[int]:
-        out = self._output(acts, layer)
-        if out.dim() != 3:
-            return []
-        return out.flatten(1).mean(dim=1).topk(min(count, out.shape[0])).indices.tolist()
+        """The layer's channels with the largest mean (found by the pass), for thumbnails."""
+        return acts.tops.get(layer, [])[:count]
 
     def channel_png(self, model_key: str, image_key: str, layer: int, channel: int) -> bytes:
         """One channel's map as a PNG in the layer's colour scale (a vector layer: one row)."""
         self._row(self.model(model_key), layer)
         acts = self.activations(model_key, image_key)
-        out = self._output(acts, layer)
+        lo, hi = self.scale(acts, layer)
+        thumb = acts.thumbs.get((layer, channel))
+        if thumb is not None:  # a thumbnail of the overview, kept by the pass
+            return colour_png(thumb.numpy(), lo, hi)
+        out = self._out(model_key, image_key, layer)
         if out.dim() == 3:
             if not 0 <= channel < out.shape[0]:
                 raise NotFoundError(f"channel {channel} is out of range: 0 to {out.shape[0] - 1}.")
             m = out[channel]
         else:
             m = out.reshape(1, -1)
-        lo, hi = self.scale(acts, layer)
         return colour_png(m.numpy(), lo, hi)
 
     def input_channel_png(self, model_key: str, image_key: str, layer: int, channel: int) -> bytes:
@@ -433,19 +704,16 @@ class Explorer:
         output or the image), in one scale for that tensor, as for :meth:`channel_png`."""
         entry = self.model(model_key)
         row = self._row(entry, layer)
-        acts = self.activations(model_key, image_key)
-        inp = acts.inputs[layer]
+        if not row.input_shape or len(row.input_shape) != 4:
+            raise NotFoundError(f"{row.name} reads no maps (its input is not (N, C, H, W)).")
+        inp = self._tensors(model_key, image_key, ins=[layer])[("in", layer)]
         if inp is None or inp.dim() != 4:
-            raise NotFoundError(f"{row.name}'s input is not kept as maps (only conv and pooling).")
+            raise NotFoundError(f"{row.name} reads no maps (its input is not (N, C, H, W)).")
         if not 0 <= channel < inp.shape[1]:
             raise NotFoundError(
                 f"input channel {channel} is out of range: 0 to {inp.shape[1] - 1}."
             )
-        lo, hi = float(inp.min()), float(inp.max())
-        if lo < 0:
-            lo, hi = -max(-lo, hi, 1e-12), max(-lo, hi, 1e-12)
-        else:
-            lo, hi = 0.0, max(hi, 1e-12)
+        lo, hi = _scale_of(inp)
         return colour_png(inp[0, channel].numpy(), lo, hi)
 
     def neuron(
@@ -454,8 +722,14 @@ class Explorer:
         """The computation of one output value, written out with the real numbers."""
         entry = self.model(model_key)
         row = self._row(entry, layer)
-        acts = self.activations(model_key, image_key)
-        out = self._output(acts, layer)
+        module = entry.model.get_submodule(row.name)
+        following = self._following(entry, layer)
+        wanted_in = [layer] if isinstance(module, KEEP_INPUT) else []
+        got = self._tensors(model_key, image_key, outs=[layer, *following], ins=wanted_in)
+        out = got[("out", layer)]
+        if out is None:
+            raise NotFoundError(f"layer {layer} gives no tensor.")
+        out = out[0]
         if out.dim() == 3:
             c_, h_, w_ = out.shape
             if not (0 <= channel < c_ and 0 <= y < h_ and 0 <= x < w_):
@@ -467,8 +741,7 @@ class Explorer:
             if not 0 <= channel < out.numel():
                 raise NotFoundError(f"unit {channel} is outside {row.name}'s {out.numel()}.")
             value = float(out.reshape(-1)[channel])
-        module = entry.model.get_submodule(row.name)
-        inp = acts.inputs[layer]
+        inp = got.get(("in", layer))
         detail: dict[str, Any] = {
             "index": layer, "name": row.name, "type": row.type, "channel": channel, "y": y,
             "x": x, "value": value, "kind": "other",
@@ -481,41 +754,74 @@ class Explorer:
             detail.update(linear_detail(module, inp[0].reshape(-1), channel))
         elif isinstance(module, nn.BatchNorm2d) and inp is not None:
             detail.update(bn_detail(module, float(inp[0, channel, y, x]), channel))
-        detail["following"] = self._following(entry, acts, layer, channel, y, x, out.dim())
+        steps = []
+        for i in following:  # "before and after the activation"
+            after = got[("out", i)]
+            if after is None:
+                break
+            v = after[0, channel, y, x] if out.dim() == 3 else after[0].reshape(-1)[channel]
+            r = entry.rows[i]
+            steps.append({"index": i, "name": r.name, "type": r.type, "value": float(v)})
+        detail["following"] = steps
         return detail
 
     def receptive_field(
         self, model_key: str, image_key: str, layer: int, channel: int, y: int, x: int
     ) -> dict[str, Any]:
-        """The box of input pixels the value at ``(channel, y, x)`` depends on (an answer of
-        its own: it runs the model up to the layer and back, the neuron's answer does not)."""
+        """The box of input pixels the value at ``(channel, y, x)`` depends on, and the box of
+        the layer's input map (the previous layer's output) it reads (an answer of its own: it
+        runs the model up to the layer and back, the neuron's answer does not)."""
         entry = self.model(model_key)
         row = self._row(entry, layer)
-        acts = self.activations(model_key, image_key)
-        out = self._output(acts, layer)
-        if out.dim() != 3 or not (
-            0 <= channel < out.shape[0] and 0 <= y < out.shape[1] and 0 <= x < out.shape[2]
+        shape = tuple(row.output_shape or ())[1:]
+        if len(shape) != 3 or not (
+            0 <= channel < shape[0] and 0 <= y < shape[1] and 0 <= x < shape[2]
         ):
             raise NotFoundError(f"{row.name} has no map position ({channel}, {y}, {x}).")
+        acts = self.activations(model_key, image_key)
+        inp = None
+        if row.input_shape and len(row.input_shape) == 4:
+            inp = self._tensors(model_key, image_key, ins=[layer])[("in", layer)]
         with self.lock:
-            return self._receptive_field(entry, acts, layer, channel, y, x)
+            answer = self._receptive_field(entry, acts, layer, channel, y, x)
+            answer.update(self._input_box(entry, layer, inp, channel, y, x))
+        return answer
 
-    def _following(
-        self, entry: ModelEntry, acts: Activations, layer: int, c: int, y: int, x: int, dim: int
-    ) -> list[dict[str, Any]]:
-        """The elementwise layers right after this one (batch norm, the activation) at the
-        same position: "before and after the activation"."""
+    def _following(self, entry: ModelEntry, layer: int) -> list[int]:
+        """The elementwise rows right after this one (batch norm, the activation) with its
+        output's shape: the same position's value "before and after the activation"."""
         shape = entry.rows[layer].output_shape
         steps = []
         for i in range(layer + 1, len(entry.rows)):
             row = entry.rows[i]
             module = entry.model.get_submodule(row.name)
-            out = acts.outputs[i]
-            if not isinstance(module, ELEMENTWISE) or row.output_shape != shape or out is None:
+            if not isinstance(module, ELEMENTWISE) or row.output_shape != shape:
                 break
-            v = out[0, c, y, x] if dim == 3 else out[0].reshape(-1)[c]
-            steps.append({"index": i, "name": row.name, "type": row.type, "value": float(v)})
+            steps.append(i)
         return steps
+
+    def _input_box(
+        self, entry: ModelEntry, layer: int, inp: torch.Tensor | None, c: int, y: int, x: int
+    ) -> dict[str, Any]:
+        """The box of the layer's input map that the value at ``(c, y, x)`` depends on: the
+        non-zero gradient of the value with respect to the layer's input, found by the layer
+        alone (its input is all it reads). For a convolution: its window, cut at the map's
+        edges (padding reads no input)."""
+        from cnnzoo.visualize.maps import untouched
+
+        if inp is None or inp.dim() != 4:
+            return {"input_box": None, "input_shape": None}
+        module = entry.model.get_submodule(entry.rows[layer].name)
+        z = torch.zeros_like(inp, requires_grad=True)
+        with untouched(module), torch.enable_grad():
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+            out = _first_tensor(module(inp + z))  # a new tensor: an in-place layer may write it
+            if out is not None and out.requires_grad:
+                out[0, c, y, x].backward()
+        box = _box(z.grad)
+        return {"input_box": box, "input_shape": list(inp.shape)}
 
     def _receptive_field(
         self, entry: ModelEntry, acts: Activations, layer: int, c: int, y: int, x: int
@@ -526,13 +832,23 @@ class Explorer:
         from cnnzoo.visualize.maps import untouched
 
         model = entry.model
-        target = model.get_submodule(entry.rows[layer].name)
-        calls = sum(1 for r in entry.rows[:layer] if r.name == entry.rows[layer].name)
+        row = entry.rows[layer]
+        theory = list(row.rf_size) if row.rf_size else None
+        # The gradient pass holds about what the layers up to this one give (and as much
+        # again saved for backward): above the cache bound it is not run.
+        need = 2 * sum(
+            4 * math.prod(r.output_shape) for r in entry.rows[: layer + 1] if r.output_shape
+        )
+        if need > self.cache_bytes:
+            note = (
+                f"the box on the input is not computed: the gradient pass up to {row.name} "
+                f"would hold about {_size(need)}, over the {_size(self.cache_bytes)} cache"
+            )
+            return {"box": None, "theoretical_size": theory, "note": note}
+        target = model.get_submodule(row.name)
+        calls = sum(1 for r in entry.rows[:layer] if r.name == row.name)
         seen = [0]
         kept: list[torch.Tensor] = []
-
-        class _Stop(Exception):
-            pass
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             if seen[0] == calls:
@@ -555,16 +871,11 @@ class Explorer:
                     kept[0][0, c, y, x].backward()
         finally:
             handle.remove()
-        row = entry.rows[layer]
-        theory = list(row.rf_size) if row.rf_size else None
-        grad = xin.grad
-        if grad is None or not bool((grad != 0).any()):
+        box = _box(xin.grad)
+        if box is None:
             note = "no input pixel changes this value (every path to it is off)"
             return {"box": None, "theoretical_size": theory, "note": note}
-        nz = (grad[0] != 0).any(dim=0).nonzero()
-        top, left = nz.min(dim=0).values.tolist()
-        bottom, right = nz.max(dim=0).values.tolist()
-        return {"box": [top, left, bottom + 1, right + 1], "theoretical_size": theory}
+        return {"box": box, "theoretical_size": theory}
 
     def topk(self, model_key: str, image_key: str, k: int = 5) -> dict[str, Any]:
         """The k most probable classes, with the softmax written out."""
