@@ -308,6 +308,24 @@ def test_the_field_on_the_previous_layers_maps_is_the_window_cut_at_the_edges(zo
             assert rf["input_shape"][2:] == [side, side]
 
 
+def test_a_shortcut_without_a_layer_is_found_on_resnet20():
+    """ResNet-20's option-A shortcuts have no module (so no row): the first pass finds the
+    sums, and the units where the shortcut subsamples and zero-pads (the first of stages 2
+    and 3)."""
+    entry = model_entry("resnet20", None, "m", num_classes=10)
+    explorer = Explorer([entry])
+    key = explorer.add_image(png_bytes(Image.new("RGB", (32, 32), "white")), "w.png").key
+    shortcuts = explorer.graph("m", key)["shortcuts"]
+    units = [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]  # 3 stages of 3 blocks
+    assert [s["unit"] for s in shortcuts] == units
+    assert not any(s["module"] for s in shortcuts)
+    assert [s["unit"] for s in shortcuts if s["padded"]] == ["layer2.0", "layer3.0"]
+    assert explorer.graph("m")["shortcuts"] == shortcuts  # known once the model has run
+    plain = Explorer([model_entry("plain20", None, "p", num_classes=10)])
+    plain.add_image(png_bytes(Image.new("RGB", (32, 32), "white")), "w.png")
+    assert plain.graph("p", key)["shortcuts"] == []  # the same stack without shortcuts
+
+
 # --- uploads ----------------------------------------------------------------------------------
 
 
@@ -548,6 +566,8 @@ def test_the_page_in_a_browser(server, tmp_path):
             title = page.text_content("#neuron-title")
             assert "channel 3, row 11, column 16" in title, title
             shown = float(page.text_content("#neuron-value"))
+            # c1 reads the image: its 5×5 window at (11, 16), drawn on the layer's input
+            expect(page.locator("#rf-previous")).to_contain_text("rows 11–15, columns 16–20")
             page.click("text=slide the window")  # the kernel sliding: it runs without errors
             page.screenshot(path=str(ARTIFACTS / "explore_neuron.png"), full_page=True)
 
@@ -636,6 +656,8 @@ def test_switching_to_residual_inception_and_dense_models(zoo_server):
                 page.screenshot(path=str(ARTIFACTS / f"explore_{family}.png"), full_page=True)
                 labels = page.locator(".path-label").all_text_contents()
                 assert any(structure in t for t in labels), (family, labels[:3])
+                if family == "resnet":  # layer1's units add their input with no layer
+                    assert any(t.startswith("layer1.0: output = F(x) + x") for t in labels)
             assert not errors, errors
         finally:
             browser.close()

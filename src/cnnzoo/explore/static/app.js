@@ -104,6 +104,9 @@ function drawOverview() {
   $("totals").textContent =
     `${g.label}: input ${g.input_size.join("×")}, ${count(g.params)} parameters, ` +
     `${count(g.macs)} MACs, ${g.layers} layers`;
+  // Units whose forward adds their input to their output with no layer on the way (the
+  // first pass saw the sum): nothing in the rows shows that shortcut, so it is labelled.
+  const identity = new Map(g.shortcuts.filter((s) => !s.module).map((s) => [s.unit, s]));
   const blocks = g.blocks.map((block) => {
     const card = (layer) => {
       const shape = layer.output_shape.slice(1).join("×");
@@ -124,12 +127,13 @@ function drawOverview() {
       node.addEventListener("click", () => showLayer(layer.index, 0));
       return node;
     };
-    const items = structure(block.layers).map((item) => {
+    const items = structure(block.layers, identity).map((item) => {
       if (!item.paths) return card(item);
       const rows = [...item.paths].map(([path, layers]) => el("div", { class: "path" },
-        el("div", { class: "path-label", text: pathLabel(item.unit, path) }),
+        el("div", { class: "path-label", text: pathLabel(item.unit, path, item.residual) }),
         el("div", { class: "layers" }, ...layers.map(card))));
-      return el("div", { class: item.dense ? "parallel dense" : "parallel" }, ...rows);
+      const kind = item.dense ? " dense" : item.residual ? " residual" : "";
+      return el("div", { class: `parallel${kind}` }, ...rows);
     });
     return el("div", { class: "block" }, el("h3", { text: block.name }),
               el("div", { class: "layers" }, ...items));
@@ -141,7 +145,7 @@ function drawOverview() {
 // inception block's `branchN` paths read the same input and are concatenated, a residual
 // unit's `downsample`/`shortcut` is added to its output. Such paths are drawn as rows stacked
 // in one column (side by side in the flow), the other layers one after the other.
-function structure(layers) {
+function structure(layers, identity) {
   const items = [];
   for (const layer of layers) {
     const parts = layer.name.split(".");
@@ -156,7 +160,11 @@ function structure(layers) {
     const at = parts.findIndex((p) => /^branch\d+$/.test(p) || p === "downsample" ||
                                       p === "shortcut");
     if (at < 0) {
-      items.push(layer);
+      const unit = unitOf(layer.name, identity);
+      const last = items.at(-1);
+      if (unit === null) items.push(layer);
+      else if (last && last.unit === unit && last.residual) last.paths.get("residual").push(layer);
+      else items.push({ unit, residual: identity.get(unit), paths: new Map([["residual", [layer]]]) });
       continue;
     }
     const unit = parts.slice(0, at).join(".");
@@ -170,7 +178,22 @@ function structure(layers) {
   return items;
 }
 
-function pathLabel(unit, path) {
+// The longest unit of `units` whose layers include `name`, or null.
+function unitOf(name, units) {
+  let best = null;
+  for (const unit of units.keys()) {
+    if (name.startsWith(`${unit}.`) && (best === null || unit.length > best.length)) best = unit;
+  }
+  return best;
+}
+
+function pathLabel(unit, path, residual) {
+  if (residual) {
+    const how = residual.padded ? "x subsampled by the stride, its new channels zero-padded " +
+      "(option A)" : "x as it is (identity)";
+    return `${unit}: output = F(x) + x, a shortcut without a layer: ${how}, added to ` +
+      "these layers' result";
+  }
   if (path === "dense") {
     return `${unit}: its output is concatenated to its input (every earlier layer's, in the block)`;
   }
@@ -398,9 +421,36 @@ async function showNeuron(index, channel, y, x) {
       $("rf").style.display = "none";
       if (rf.note) $("neuron").append(line(rf.note, "note"));
     }
+    if (rf.input_box) $("neuron").append(previousMaps(index, d, channel, rf));
   } catch (err) {
     say(err.message, true);
   }
+}
+
+// The receptive field on the layer's input, the previous layer's maps: the cells this value
+// depends on (the gradient's support), drawn on the channels the computation reads most.
+function previousMaps(layer, d, channel, rf) {
+  const [top, left, bottom, right] = rf.input_box;
+  const [, channels, h, w] = rf.input_shape;
+  const shown = d.kind === "conv" && d.channels ? d.channels.slice(0, 4).map((c) => c.channel) :
+    [channel < channels ? channel : 0];
+  const size = 96;
+  const k = size / w;
+  const maps = shown.map((c) => {
+    const img = el("img", { class: "input-map", alt: `input channel ${c}`,
+                            src: png("input_channel", { layer, channel: c }) });
+    Object.assign(img.style, { width: `${size}px`, height: `${h * k}px` });
+    const box = el("div", { class: "window-box" });
+    Object.assign(box.style, { top: `${top * k}px`, left: `${left * k}px`,
+      height: `${(bottom - top) * k}px`, width: `${(right - left) * k}px` });
+    return el("div", { class: "note" }, el("div", { class: "boxed" }, img, box),
+              `input channel ${c}`);
+  });
+  return el("div", { id: "rf-previous" },
+    line(`Receptive field on the layer's input, ${channels}×${h}×${w} (the previous layer's ` +
+      `maps; for the first layer, the image), in magenta: rows ${top}–${bottom - 1}, ` +
+      `columns ${left}–${right - 1}.`, "note"),
+    el("div", { class: "slider" }, ...maps));
 }
 
 // --- the answer ------------------------------------------------------------------------------
