@@ -587,6 +587,83 @@ def test_the_page_in_a_browser(server, tmp_path):
             browser.close()
 
 
+LOAD_CACHE_GB = 0.008  # two of ResNet-20's 3.9 MB pairs: the load below would hold 22
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1))
+
+
+def test_under_load_every_request_is_answered_within_the_memory_bound(tmp_path):
+    """50 concurrent requests (uploads, one of them refused, and clicks on 25 images) to a
+    real server on 127.0.0.1 whose cache holds two images' activations: all are answered, the
+    server answers afterwards, and its peak RSS (VmHWM, reset after a warm-up) grows by less
+    than the cache bound plus 64 MB (without the bound it would hold 22 × 3.9 MB)."""
+    import json
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    command = [sys.executable, "-m", "cnnzoo", "explore", "--no-browser", "--port", "0",
+               "--model", "resnet20", "--cache-gb", str(LOAD_CACHE_GB)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")
+        base, token = match.groups()
+
+        def call(path: str, params: dict | None = None, body: bytes | None = None) -> int:
+            query = "&".join(f"{k}={v}" for k, v in {**(params or {}), "token": token}.items())
+            request = urllib.request.Request(f"{base}{path}?{query}", data=body)
+            try:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    answer.read()
+                    return answer.status
+            except urllib.error.HTTPError as err:
+                return err.code
+
+        def noise(seed: int) -> bytes:
+            rng = torch.Generator().manual_seed(seed)
+            pixels = (torch.rand(32, 32, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            return png_bytes(Image.fromarray(pixels))
+
+        images = [noise(seed) for seed in range(31)]
+        keys = [hashlib.sha256(data).hexdigest()[:16] for data in images]
+        for data in images[:22]:  # uploads keep the decoded image only: no pass yet
+            assert call("/api/images", body=data) == 201
+        clicks = [
+            ("/api/graph", {}), ("/api/layer", {"layer": 20}),
+            ("/api/channel.png", {"layer": 40, "channel": 3}),
+            ("/api/neuron", {"layer": 30, "channel": 5, "y": 4, "x": 4}),
+            ("/api/topk", {}),
+            ("/api/receptive_field", {"layer": 10, "channel": 1, "y": 2, "x": 3}),
+        ]  # fmt: skip
+        for path, params in clicks:  # warm-up: every kind of answer once (imports, buffers)
+            assert call(path, {"model": "m0", "image": keys[0], **params}) == 200, path
+        Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # resets VmHWM
+        before = _rss_kb(process.pid, "VmRSS")
+        jobs = [("/api/images", {}, images[22 + i], 201) for i in range(9)]
+        jobs.append(("/api/images", {}, b"not an image", 415))
+        for i in range(40):
+            path, params = clicks[i % len(clicks)]
+            jobs.append((path, {"model": "m0", "image": keys[i % 22], **params}, None, 200))
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            codes = list(pool.map(lambda j: call(j[0], j[1], j[2]), jobs))
+        assert codes == [expected for *_, expected in jobs]
+        peak = _rss_kb(process.pid, "VmHWM")
+        # Still answering: the session lists every image (the digit, 31 uploads), a click works.
+        session = urllib.request.urlopen(f"{base}/api/session?token={token}", timeout=30)
+        assert len(json.loads(session.read())["images"]) == 32
+        assert call("/api/topk", {"model": "m0", "image": keys[-1]}) == 200
+        growth = (peak - before) * 1024
+        assert growth < LOAD_CACHE_GB * 1e9 + 64 * 2**20, (before, peak)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def zoo_server(zoo):
     """The per-family session, served by uvicorn in a thread on a free port."""

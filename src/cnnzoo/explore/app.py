@@ -125,10 +125,17 @@ def create_app(
 ) -> ASGIApp:
     """The app, guarded: ``hosts`` are the Host names accepted (``None``: any, for a server
     bound to every interface, where the token alone protects it)."""
-    from starlette.concurrency import run_in_threadpool
+    import anyio
+
+    # torch work runs in threads, so that the event loop keeps answering; a few threads, not
+    # anyio's default 40: the session's lock lets one answer run at a time anyway, and each
+    # thread that has run a forward pass keeps its own malloc arena (tens of MB under load).
+    limiter = anyio.CapacityLimiter(THREADS)
+
+    async def run_in_threadpool(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
 
     def api(fn: Callable[[Request], Any]) -> Handler:
-        # torch work runs in a thread, so that the event loop keeps answering.
         async def endpoint(request: Request) -> Response:
             try:
                 result = await run_in_threadpool(fn, request)
@@ -265,3 +272,4 @@ def create_app(
 
 
 STATIC_FILES = ("index.html", "app.js", "style.css")
+THREADS = 4  # threads answering API requests (uploads decode in parallel, torch one at a time)

@@ -14,13 +14,15 @@ a pass that keeps only them (:meth:`Explorer.activations`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ from cnnzoo.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from cnnzoo.data.preprocessing import Preprocessing
 
+T = TypeVar("T")
 DEFAULT_CACHE_BYTES = 2 * 1024**3
 DEFAULT_MAX_UPLOAD = 20 * 1024**2
 # Below PIL's own limit (Image.MAX_IMAGE_PIXELS, ~89 M, which only warns up to twice that):
@@ -283,6 +286,20 @@ def read_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> Imag
         text = " ".join(str(err).split())[:120] or type(err).__name__
         raise UploadError(f"{name} is damaged ({text}): upload the whole file.") from None
     return img
+
+
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Holds the session's lock for a whole answer, not only while torch runs: a request
+    waiting for the lock holds no activations, so memory is the cache's bound plus the one
+    answer being made, however many requests wait (50 concurrent ones would otherwise each
+    hold a pass the cache has already let go)."""
+
+    @functools.wraps(method)
+    def locked(self: Explorer, *args: Any, **kwargs: Any) -> T:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class Explorer:
@@ -578,6 +595,7 @@ class Explorer:
 
     # --- answers ----------------------------------------------------------------------------
 
+    @_locked
     def graph(self, model_key: str, image_key: str | None = None) -> dict[str, Any]:
         """The analyzer's rows grouped by block, in execution order; with an image, each
         layer's most active channels (``top_channels``) and the residual additions the pass
@@ -641,6 +659,7 @@ class Explorer:
             raise NotFoundError(f"layer {layer} gives no tensor.")
         return acts.scales[layer]
 
+    @_locked
     def layer(self, model_key: str, image_key: str, layer: int, page: int = 0) -> dict[str, Any]:
         """A layer's channels (one page of them) with their ranges and the layer's scale."""
         entry = self.model(model_key)
@@ -682,6 +701,7 @@ class Explorer:
         """The layer's channels with the largest mean (found by the pass), for thumbnails."""
         return acts.tops.get(layer, [])[:count]
 
+    @_locked
     def channel_png(self, model_key: str, image_key: str, layer: int, channel: int) -> bytes:
         """One channel's map as a PNG in the layer's colour scale (a vector layer: one row)."""
         self._row(self.model(model_key), layer)
@@ -699,6 +719,7 @@ class Explorer:
             m = out.reshape(1, -1)
         return colour_png(m.numpy(), lo, hi)
 
+    @_locked
     def input_channel_png(self, model_key: str, image_key: str, layer: int, channel: int) -> bytes:
         """One channel of the tensor a layer reads (its input, e.g. the previous layer's
         output or the image), in one scale for that tensor, as for :meth:`channel_png`."""
@@ -716,6 +737,7 @@ class Explorer:
         lo, hi = _scale_of(inp)
         return colour_png(inp[0, channel].numpy(), lo, hi)
 
+    @_locked
     def neuron(
         self, model_key: str, image_key: str, layer: int, channel: int, y: int = 0, x: int = 0
     ) -> dict[str, Any]:
@@ -765,6 +787,7 @@ class Explorer:
         detail["following"] = steps
         return detail
 
+    @_locked
     def receptive_field(
         self, model_key: str, image_key: str, layer: int, channel: int, y: int, x: int
     ) -> dict[str, Any]:
@@ -877,6 +900,7 @@ class Explorer:
             return {"box": None, "theoretical_size": theory, "note": note}
         return {"box": box, "theoretical_size": theory}
 
+    @_locked
     def topk(self, model_key: str, image_key: str, k: int = 5) -> dict[str, Any]:
         """The k most probable classes, with the softmax written out."""
         entry = self.model(model_key)
@@ -905,6 +929,7 @@ class Explorer:
             ],
         }
 
+    @_locked
     def input_png(self, model_key: str, image_key: str) -> bytes:
         """The image as the model sees it (normalisation undone for showing)."""
         from cnnzoo.visualize.draw import display_image
@@ -915,6 +940,7 @@ class Explorer:
         picture = display_image(acts.x[0], pre.mean, pre.std).numpy()
         return _png((picture * 255).round().astype(np.uint8))
 
+    @_locked
     def cam_png(self, model_key: str, image_key: str, target: int | None) -> bytes:
         """Grad-CAM for ``target`` (the top class when ``None``) over the image."""
         from cnnzoo.visualize import class_activation_map, default_cam_layer
@@ -938,6 +964,7 @@ class Explorer:
         blend = 0.55 * picture + 0.45 * heat
         return _png((blend.clip(0, 1) * 255).round().astype(np.uint8))
 
+    @_locked
     def filters_png(self, model_key: str) -> bytes:
         from cnnzoo.visualize import filter_layer, filters
         from cnnzoo.visualize.draw import draw_filters
