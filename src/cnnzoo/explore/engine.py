@@ -840,11 +840,13 @@ class Explorer:
             module.eval()
             for p in module.parameters():
                 p.requires_grad_(False)
-            out = _first_tensor(module(inp + z))  # a new tensor: an in-place layer may write it
-            if out is not None and out.requires_grad:
+            try:
+                out = _first_tensor(module(inp + z))  # new: an in-place layer may write it
+            except Exception:  # a layer that reads more than this one tensor: no box, no error
+                out = None
+            if out is not None and out.requires_grad and out.dim() == 4:
                 out[0, c, y, x].backward()
-        box = _box(z.grad)
-        return {"input_box": box, "input_shape": list(inp.shape)}
+        return {"input_box": _box(z.grad), "input_shape": list(inp.shape)}
 
     def _receptive_field(
         self, entry: ModelEntry, acts: Activations, layer: int, c: int, y: int, x: int
