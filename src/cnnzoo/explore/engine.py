@@ -666,7 +666,15 @@ class Explorer:
         row = self._row(entry, layer)
         acts = self.activations(model_key, image_key)
         lo, hi = self.scale(acts, layer)
-        out = self._out(model_key, image_key, layer)
+        # What a click on one of its neurons reads too (its input, the activation after it):
+        # for a pair over the cache, one pass now instead of a second one at that click.
+        module = entry.model.get_submodule(row.name)
+        ins = [layer] if isinstance(module, KEEP_INPUT) else []
+        outs = [layer, *self._following(entry, layer)]
+        out = self._tensors(model_key, image_key, outs=outs, ins=ins)[("out", layer)]
+        if out is None:
+            raise NotFoundError(f"layer {layer} gives no tensor.")
+        out = out[0]  # (C, H, W) or (F,)
         channels = out.shape[0] if out.dim() == 3 else 1
         pages = max(1, math.ceil(channels / CHANNELS_PER_PAGE))
         if not 0 <= page < pages:
