@@ -577,6 +577,20 @@ def test_the_page_in_a_browser(server, tmp_path):
             expected = float(feature_maps(model, x, ["c1"])["c1"][0, 3, 11, 16])
             assert shown == pytest.approx(expected, abs=1e-4)
 
+            # c3 reads s2's 6×14×14 maps: its 5×5 window, drawn on the channels it reads most.
+            page.click("#layer-3")
+            cell = page.wait_for_selector("#grid img[data-channel='7']")
+            box = cell.bounding_box()
+            cell.click(position={"x": 0.45 * box["width"], "y": 0.25 * box["height"]})
+            expect(page.locator("#neuron-title")).to_contain_text("c3 (Conv2d), channel 7")
+            title = page.text_content("#neuron-title")
+            y, x = map(int, re.search(r"row (\d+), column (\d+)", title).groups())
+            previous = page.locator("#rf-previous")
+            expect(previous).to_contain_text("6×14×14")
+            expect(previous).to_contain_text(f"rows {y}–{y + 4}, columns {x}–{x + 4}")
+            assert previous.locator("img").count() == 4
+            page.screenshot(path=str(ARTIFACTS / "explore_previous.png"), full_page=True)
+
             page.set_input_files("#file", str(text))
             expect(page.locator("#message.error")).to_contain_text("not an image")
             page.screenshot(path=str(ARTIFACTS / "explore_refused.png"))
