@@ -505,8 +505,6 @@ class Explorer:
         if watch is not None:
             entry.shortcuts = watch.shortcuts()
         acts.logits = logits.detach().float()
-        if not keep:
-            outputs[:] = [None] * len(outputs)
         acts.nbytes = _tensor_bytes([*outputs, *inputs, x, acts.logits, *acts.thumbs.values()])
         return acts
 
