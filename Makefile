@@ -29,7 +29,7 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 # mypy over src/ at the strictness pyproject.toml's [tool.mypy] states; zero errors expected.
 typecheck: $(STAMP)

@@ -17,14 +17,31 @@ def load_reference() -> dict[str, dict]:
     return json.loads(REFERENCE_JSON.read_text())["models"]
 
 
+_STDERR: list[int] = []  # a copy of the session's own stderr, taken before any test runs
+
+
 def pytest_configure(config) -> None:
     """Under pytest-xdist (`make test` runs two worker processes on a 2-core machine) each
     worker computes with one thread: two workers of two threads each would oversubscribe the
     cores, and torch's threads wait for each other by spinning."""
     import os
 
+    _STDERR.append(os.dup(2))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _crashes_print_their_stacks() -> None:
+    """A native crash prints every thread's Python stack to the session's stderr.
+
+    pytest's faulthandler does this until a library re-enables faulthandler on whatever fd 2 is
+    at that moment: torch's elastic error handler does (torch.multiprocessing.spawn, the elastic
+    agent), inside a test, where fd 2 is pytest's capture file, which dies with the process. So
+    each test points it back at the copy taken before capture."""
+    import faulthandler
+
+    faulthandler.enable(file=_STDERR[0], all_threads=True)
 
 
 @pytest.fixture(scope="session")
