@@ -222,7 +222,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--deterministic", action="store_true", default=None, help="bitwise-repeatable runs"
     )
     p.add_argument("--device", help=f"{', '.join(DEVICES)} ({d.device})")
-    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (GPU)")
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None,
+        help="bfloat16 autocast, training and validation (CPUs with avx512_bf16/AMX, GPUs)",
+    )  # fmt: skip
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--out", help=f"output folder ({d.out})")
