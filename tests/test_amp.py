@@ -43,6 +43,8 @@ def toggled(tmp_path_factory) -> tuple[Path, list]:
         for epochs, amp in ((1, True), (2, False), (3, True)):
             config = replace(BASE, epochs=epochs, amp=amp, out=str(out), resume=epochs > 1)
             results.append(fit(config))
+        # and a fourth epoch without epoch checkpoints (what compare does for VGG and AlexNet)
+        results.append(fit(replace(config, epochs=4, epoch_checkpoints=False)))
     finally:
         torch.set_num_threads(threads)
     return out, results
@@ -55,16 +57,20 @@ def _history(out: Path) -> list[dict]:
 def test_amp_trains_on_the_cpu_and_resumes_across_its_toggles(toggled):
     out, results = toggled
     rows = _history(out)
-    assert [r["epoch"] for r in rows] == [1, 2, 3] and len(results[-1].history) == 3
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and len(results[2].history) == 3
     assert rows[2]["train_loss"] < rows[1]["train_loss"] < rows[0]["train_loss"] < 2.3  # ln 10
     assert rows[-1]["val_acc"] > 0.5  # 10 classes: chance is 0.1
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["amp"] is True
-    assert [r["changed"]["amp"] for r in record["resumes"]] == [[True, False], [False, True]]
+    assert [r["changed"].get("amp") for r in record["resumes"]] == [
+        [True, False], [False, True], None
+    ]  # fmt: skip
     assert any(n.startswith("--amp: bfloat16 autocast") for n in results[0].notes)
     assert not any(n.startswith("--amp") for n in results[1].notes)
     # Autocast computes in bf16 and keeps the weights in fp32: checkpoint and weights are fp32.
     state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 3  # the fourth epoch wrote none (--no-epoch-checkpoints)
+    assert len(results[3].history) == 4 and (out / "model.safetensors").is_file()
     assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float32}
     weights = load_file(out / "model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}

@@ -237,6 +237,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint-every", type=int, help="also checkpoint every N steps, mid-epoch (0: off)"
     )
+    p.add_argument(
+        "--epoch-checkpoints", action=argparse.BooleanOptionalAction, default=None,
+        help="write last.pt/best.pt after every epoch (on; --no-epoch-checkpoints: the final "
+        "weights and a signal's checkpoint only)",
+    )  # fmt: skip
     p.add_argument("--num-workers", type=int, help=f"data-loading processes ({d.num_workers})")
     p.add_argument("--quiet", action="store_true", default=None, help="print errors only")
     p.add_argument("--weights", help="start from this weight file (docs/weights.md)")

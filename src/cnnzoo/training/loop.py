@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -182,7 +183,9 @@ def evaluate(
         images, target = images.to(device), target.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        # Without amp no autocast context at all: a caller's own (e.g. around cnnzoo.evaluate)
+        # stays in force.
+        with torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext():
             logits = model(images)
         logits = logits.float()
         n = target.numel()

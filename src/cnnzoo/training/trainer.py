@@ -195,13 +195,6 @@ def _check_amp(config: TrainConfig, device: torch.device) -> None:
         )
 
 
-def _channels_last(config: TrainConfig, device: torch.device) -> bool:
-    """``--channels-last``, or ``--amp`` on the CPU: oneDNN's bf16 convolutions run in NHWC, and
-    contiguous tensors are reordered to it and back at every layer (measured: docs/benchmarks.md).
-    Memory layout only: the same arithmetic, and free to change on resume."""
-    return config.channels_last or (config.amp and device.type == "cpu")
-
-
 def _model_options(config: TrainConfig, spec: cnnzoo.ModelSpec) -> dict[str, Any]:
     options = training_options(spec)
     if config.dropout is not None:
@@ -298,7 +291,6 @@ class _Run:
     val_loader: torch.utils.data.DataLoader
     per_rank_batch: int
     notes: list[str]
-    channels_last: bool  # asked for, or implied by --amp on the CPU (_channels_last)
     # Read once: every checkpoint and config.json record the same versions.
     versions: dict[str, Any] = field(default_factory=lambda: environment()["versions"])
     net: nn.Module | None = None  # what trains: the model, DDP-wrapped and/or compiled
@@ -325,13 +317,11 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     notes = [*data.notes, f"image side {image_size}: {size_rule}"]
     model, data = _build_model(config, options, data, notes)
     model = model.to(device)
-    channels_last = _channels_last(config, device)
-    if channels_last:
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.amp and device.type == "cpu":
         notes.append(
-            "--amp: bfloat16 autocast in training and validation, fp32 weights and optimizer; "
-            "channels_last (oneDNN's bf16 convolutions work in that layout)"
+            "--amp: bfloat16 autocast in training and validation, fp32 weights and optimizer"
         )
 
     train_sampler, val_loader, per_rank_batch = _sampling(config, data, info)
@@ -339,7 +329,7 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     optimizer, scheduler = _optimization(config, model, steps_per_epoch)
     return _Run(
         config, info, device, out, options, image_size, data, model, optimizer, scheduler,
-        train_sampler, val_loader, per_rank_batch, notes, channels_last,
+        train_sampler, val_loader, per_rank_batch, notes,
     )  # fmt: skip
 
 
@@ -572,7 +562,7 @@ def _train_epochs(
         train = train_one_epoch(
             run.net, train_loader, run.optimizer, run.scheduler, epoch=epoch, device=run.device,
             dist=info, label_smoothing=config.label_smoothing, aux_weight=config.aux_weight,
-            amp=config.amp, channels_last=run.channels_last, on_step=reporter.step,
+            amp=config.amp, channels_last=config.channels_last, on_step=reporter.step,
             position=position, checkpoint_every=config.checkpoint_every,
             save=lambda p: _save_position(run, p), stop_requested=signals.requested,
         )  # fmt: skip
@@ -583,7 +573,7 @@ def _train_epochs(
             return stats, False
         stats = evaluate(
             run.model, run.val_loader, data.num_classes, device=run.device, dist=info,
-            amp=config.amp, channels_last=run.channels_last,
+            amp=config.amp, channels_last=config.channels_last,
         )  # fmt: skip
         run.history.append(_epoch_row(epoch, train, stats, position.lr))
         improved = stats.acc > run.best_acc
@@ -674,9 +664,12 @@ def _position_from(record: dict[str, Any], path: Path, info: distributed.Dist) -
 
 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
-    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved)."""
+    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved); only the
+    metrics without ``epoch_checkpoints``."""
     out = run.out
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
+    if not run.config.epoch_checkpoints:
+        return
     checkpoint.save(out / LAST, _state(run, epoch), epoch)
     if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
         atomic_copy(out / LAST, out / BEST)
@@ -709,7 +702,7 @@ def _finish(run: _Run, stats: EvalStats | None) -> None:
         stats = evaluate(
             model, make_loader(data.val, batch_size=256, shuffle=False, seed=0, epoch=0),
             data.num_classes, device=next(model.parameters()).device,
-            dist=distributed.Dist(), amp=config.amp, channels_last=run.channels_last,
+            dist=distributed.Dist(), amp=config.amp, channels_last=config.channels_last,
         )  # fmt: skip
     plots.confusion_matrix(stats.confusion, data.class_names, run.out / "confusion.png", title)
 
@@ -729,8 +722,7 @@ def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[
         config.model, num_classes=data.num_classes, in_chans=data.in_chans,
         **_model_options(config, spec),
     ).to(device)  # fmt: skip
-    channels_last = _channels_last(config, device)
-    if channels_last:
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
     scheduler = build_scheduler(optimizer, "constant", epochs=1, steps_per_epoch=steps)
@@ -744,6 +736,6 @@ def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[
 
     train_one_epoch(
         model, loader, optimizer, scheduler, epoch=1, device=device, dist=distributed.Dist(),
-        amp=config.amp, channels_last=channels_last, on_step=tick,
+        amp=config.amp, channels_last=config.channels_last, on_step=tick,
     )  # fmt: skip
     return [b - a for a, b in itertools.pairwise(times)]
