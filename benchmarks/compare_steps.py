@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.compare.plan import BATCH_SIZE, DEFAULT_MODELS, DEFAULT_SIDE, LR, LR_BY_FAMILY
 from cnnzoo import create_model
+from cnnzoo.compare.plan import BATCH_SIZE, DEFAULT_MODELS, DEFAULT_SIDE, LR, LR_BY_FAMILY
 from cnnzoo.models import get_spec
 from cnnzoo.training.config import training_options
 from cnnzoo.training.optim import build_optimizer
