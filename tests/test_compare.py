@@ -585,7 +585,7 @@ def test_large_models_train_without_epoch_checkpoints(tmp_path, monkeypatch):
     assert not seen["vgg11_bn"].epoch_checkpoints and seen["resnet18"].epoch_checkpoints
     assert seen["vgg11_bn"].amp and seen["resnet18"].amp
     assert "--no-epoch-checkpoints" in runs._train_command(seen["vgg11_bn"])
-    assert make_plan(CompareConfig(out=str(tmp_path), amp=False)).amp is False
+    assert make_plan(CompareConfig(out=str(tmp_path))).amp is False  # fp32 unless asked
 
 
 def test_the_comparison_has_no_training_step_of_its_own():

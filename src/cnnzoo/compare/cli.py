@@ -151,9 +151,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="benchmark threads (torch's default)")
     p.add_argument("--device", default="auto", help="training device, as for train (auto)")
     p.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction, default=None,
-        help="train in bfloat16 autocast, as train --amp (default: on a CPU with bf16 "
-        "instructions, AMX or avx512_bf16; --no-amp trains in fp32)",
+        "--amp", action="store_true", help="train in bfloat16 autocast, as train --amp (CPUs "
+        "with AMX or avx512_bf16, GPUs); the report says so",
     )  # fmt: skip
     p.add_argument("--out", help="folder of the comparison (runs/compare; runs/degradation)")
     p.add_argument("--quiet", action="store_true", help="print errors only")

@@ -47,7 +47,7 @@ LR = 2e-3
 LR_BY_FAMILY = {"alexnet": 5e-4, "vgg": 5e-4}
 # A run of a model with more parameters than this (the published count, default head) writes
 # no checkpoint at epochs' ends, only its final weights (and a signal's checkpoint): weights and
-# AdamW's two moments are 12 bytes a parameter, and VGG-11-BN's 1.5 GB took 9-11 s to write and
+# AdamW's two moments are 12 bytes a parameter, and VGG-11-BN's 1.5 GB took 2.6-11 s to write and
 # fsync here, four times a run, for a resume that would save at most its 4 epochs. AlexNet and
 # the VGGs are above it; ResNet-18 (11.7M, 140 MB) and the smaller ones keep resuming by epoch.
 EPOCH_CHECKPOINT_MAX_PARAMS = 25_000_000
@@ -92,8 +92,8 @@ class CompareConfig:
         memory: measure peak memory in a child process per model; ``None``: on unless quick.
         threads: intra-op threads for the benchmark; torch's default when ``None``.
         device: training device, as for ``cnnzoo train``.
-        amp: train in bfloat16 autocast (``cnnzoo train --amp``); ``None``: where the
-            training device is a CPU with bfloat16 instructions (:func:`default_amp`).
+        amp: train in bfloat16 autocast (``cnnzoo train --amp``). Off by default: at the
+            comparison's shapes (batch 32, 32 px) it was no faster than fp32 on an AMX CPU.
         cache_dir: where ``optimize(..., "auto")`` keeps its choices (its default if ``None``).
         command: the command line, for the report.
     """
@@ -119,7 +119,7 @@ class CompareConfig:
     cache_dir: str | None = None
     command: list[str] | None = None
     precision: str = "fp32"
-    amp: bool | None = None
+    amp: bool = False
 
 
 @dataclass
@@ -257,19 +257,8 @@ def make_plan(config: CompareConfig) -> Plan:
         quick=config.quick,
         command=list(config.command or []),
         precision=precision or "fp32",
-        amp=default_amp(config.device) if config.amp is None else bool(config.amp),
+        amp=bool(config.amp),
     )
-
-
-def default_amp(device: str) -> bool:
-    """Whether a comparison trains in bfloat16 unless told: on a CPU with bf16 instructions
-    (AMX, avx512_bf16), whose convolutions and matrix products then run several times faster,
-    with the default line-up's top-1 checked against fp32 runs (docs/compare.md); elsewhere
-    fp32, as before. The report states which."""
-    from cnnzoo.inference.backends import bf16_capable
-    from cnnzoo.training.trainer import resolve_device
-
-    return resolve_device(device).type == "cpu" and bf16_capable()
 
 
 def _check_numbers(config: CompareConfig) -> list[int]:
