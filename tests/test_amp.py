@@ -32,21 +32,25 @@ BASE = TrainConfig(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """LeNet-5 gains nothing from more threads, and on a busy machine they cost (spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def toggled(tmp_path_factory) -> tuple[Path, list]:
     """LeNet-5 on the digits, one epoch at a time: --amp, resumed without it, resumed with it."""
     out = tmp_path_factory.mktemp("amp") / "run"
     results = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # LeNet-5 gains nothing from more, and a busy machine costs less
-    try:
-        for epochs, amp in ((1, True), (2, False), (3, True)):
-            config = replace(BASE, epochs=epochs, amp=amp, out=str(out), resume=epochs > 1)
-            results.append(fit(config))
-        # and a fourth epoch without epoch checkpoints (what compare does for VGG and AlexNet)
-        results.append(fit(replace(config, epochs=4, epoch_checkpoints=False)))
-    finally:
-        torch.set_num_threads(threads)
+    for epochs, amp in ((1, True), (2, False), (3, True)):
+        config = replace(BASE, epochs=epochs, amp=amp, out=str(out), resume=epochs > 1)
+        results.append(fit(config))
+    # and a fourth epoch without epoch checkpoints (what compare does for VGG and AlexNet)
+    results.append(fit(replace(config, epochs=4, epoch_checkpoints=False)))
     return out, results
 
 
