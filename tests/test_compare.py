@@ -120,7 +120,10 @@ def test_comparison_writes_every_file_with_the_trainers_analyzers_and_benchs_val
         # An independent evaluation of the weights file gives the same accuracy.
         model, _ = load_weights(None, folder / "model.safetensors")
         val = load_dataset("digits", preprocessing=model.pretrained_cfg).val
-        result = evaluate(model, val, num_classes=10, class_names=[str(i) for i in range(10)])
+        # In the arithmetic the run validated in: bf16 autocast with --amp.
+        amp = data["settings"]["train_precision"] != "fp32"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            result = evaluate(model, val, num_classes=10, class_names=[str(i) for i in range(10)])
         assert result.images == 360
         assert row["top1_pct"] == pytest.approx(100 * result.top1, abs=1e-9)
         assert row["top5_pct"] == pytest.approx(100 * result.topk, abs=1e-9)
@@ -560,6 +563,29 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path, monkeypatch
     again = runs.train_run(plan, "lenet5", 0, CompareReporter(), data)
     assert again.status == "reused" and again.stopped_by_budget
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_large_models_train_without_epoch_checkpoints(tmp_path, monkeypatch):
+    """VGG-11-BN's checkpoint is 1.5 GB: its run writes only the final weights; ResNet-18's
+    (140 MB) keeps its epoch checkpoints. The trainer's --amp follows the plan."""
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def fake_fit(config, **kwargs):
+        seen[config.model] = config
+        raise Seen
+
+    monkeypatch.setattr(runs, "fit", fake_fit)
+    plan = make_plan(CompareConfig(models=["vgg11_bn", "resnet18"], out=str(tmp_path), amp=True))
+    for model in plan.models:
+        with pytest.raises(Seen):
+            runs.train_run(plan, model, 0, CompareReporter(), None)
+    assert not seen["vgg11_bn"].epoch_checkpoints and seen["resnet18"].epoch_checkpoints
+    assert seen["vgg11_bn"].amp and seen["resnet18"].amp
+    assert "--no-epoch-checkpoints" in runs._train_command(seen["vgg11_bn"])
+    assert make_plan(CompareConfig(out=str(tmp_path))).amp is False  # fp32 unless asked
 
 
 def test_the_comparison_has_no_training_step_of_its_own():

@@ -222,7 +222,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--deterministic", action="store_true", default=None, help="bitwise-repeatable runs"
     )
     p.add_argument("--device", help=f"{', '.join(DEVICES)} ({d.device})")
-    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (GPU)")
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None,
+        help="bfloat16 autocast, training and validation (CPUs with avx512_bf16/AMX, GPUs)",
+    )  # fmt: skip
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--out", help=f"output folder ({d.out})")
@@ -234,6 +237,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint-every", type=int, help="also checkpoint every N steps, mid-epoch (0: off)"
     )
+    p.add_argument(
+        "--epoch-checkpoints", action=argparse.BooleanOptionalAction, default=None,
+        help="write last.pt/best.pt after every epoch (on; --no-epoch-checkpoints: the final "
+        "weights and a signal's checkpoint only)",
+    )  # fmt: skip
     p.add_argument("--num-workers", type=int, help=f"data-loading processes ({d.num_workers})")
     p.add_argument("--quiet", action="store_true", default=None, help="print errors only")
     p.add_argument("--weights", help="start from this weight file (docs/weights.md)")

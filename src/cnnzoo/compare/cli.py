@@ -79,6 +79,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         memory=False if args.no_memory else None,
         threads=args.threads,
         device=args.device,
+        amp=args.amp,
         command=["cnnzoo", *args.argv],  # as typed, for the report
     )
     result = run_compare(config, _Progress(console, args.quiet))
@@ -149,6 +150,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument("--threads", type=int, help="benchmark threads (torch's default)")
     p.add_argument("--device", default="auto", help="training device, as for train (auto)")
+    p.add_argument(
+        "--amp", action="store_true", help="train in bfloat16 autocast, as train --amp (CPUs "
+        "with AMX or avx512_bf16, GPUs); the report says so",
+    )  # fmt: skip
     p.add_argument("--out", help="folder of the comparison (runs/compare; runs/degradation)")
     p.add_argument("--quiet", action="store_true", help="print errors only")
     p.set_defaults(func=cmd_compare)

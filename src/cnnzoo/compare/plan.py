@@ -45,6 +45,12 @@ BATCH_SIZE = 32
 # against 88% at 2e-3). Measured while choosing these defaults (docs/compare.md).
 LR = 2e-3
 LR_BY_FAMILY = {"alexnet": 5e-4, "vgg": 5e-4}
+# A run of a model with more parameters than this (the published count, default head) writes
+# no checkpoint at epochs' ends, only its final weights (and a signal's checkpoint): weights and
+# AdamW's two moments are 12 bytes a parameter, and VGG-11-BN's 1.5 GB took 2.6-11 s to write and
+# fsync here, four times a run, for a resume that would save at most its 4 epochs. AlexNet and
+# the VGGs are above it; ResNet-18 (11.7M, 140 MB) and the smaller ones keep resuming by epoch.
+EPOCH_CHECKPOINT_MAX_PARAMS = 25_000_000
 BENCH_BATCHES = (1, 32)
 BENCH_ROUNDS, QUICK_BENCH_ROUNDS = 10, 5
 MAX_BUDGET_EPOCHS = 100  # a budget run plans at most this many epochs
@@ -86,6 +92,8 @@ class CompareConfig:
         memory: measure peak memory in a child process per model; ``None``: on unless quick.
         threads: intra-op threads for the benchmark; torch's default when ``None``.
         device: training device, as for ``cnnzoo train``.
+        amp: train in bfloat16 autocast (``cnnzoo train --amp``). Off by default: at the
+            comparison's shapes (batch 32, 32 px) it was no faster than fp32 on an AMX CPU.
         cache_dir: where ``optimize(..., "auto")`` keeps its choices (its default if ``None``).
         command: the command line, for the report.
     """
@@ -111,6 +119,7 @@ class CompareConfig:
     cache_dir: str | None = None
     command: list[str] | None = None
     precision: str = "fp32"
+    amp: bool = False
 
 
 @dataclass
@@ -140,6 +149,7 @@ class Plan:
     quick: bool
     command: list[str] = field(default_factory=list)
     precision: str = "fp32"
+    amp: bool = False
 
     def run_dir(self, model: str, seed: int) -> Path:
         """``out/runs/<model>/`` (``.../seed<k>/`` under it when there are several seeds)."""
@@ -163,6 +173,7 @@ class Plan:
             "5e-4 (none on norm layers and biases), cosine schedule after a 1-epoch warm-up, "
             "light augmentation (docs/training.md)",
             "bench_backend": self.backend,
+            "train_precision": "bf16 autocast (--amp)" if self.amp else "fp32",
             "bench_precision": self.precision,
             "bench_batches": list(BENCH_BATCHES),
             "bench_rounds": self.bench_rounds,
@@ -246,6 +257,7 @@ def make_plan(config: CompareConfig) -> Plan:
         quick=config.quick,
         command=list(config.command or []),
         precision=precision or "fp32",
+        amp=bool(config.amp),
     )
 
 

@@ -143,6 +143,7 @@ def _settings(plan: Plan, runs: Sequence[RunRecord]) -> str:
         ("image side", plan.size_rule),
         ("learning rate", plan.lr_rule),
         ("training recipe", settings["recipe"]),
+        ("training precision", settings["train_precision"]),
         ("benchmark", f"batch {' and '.join(map(str, settings['bench_batches']))}, "
          f"{plan.bench_rounds} timed calls per row, memory probe {'on' if plan.memory else 'off'}, "
          f"{plan.threads or 'default'} threads"),

@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.compare.plan import MAX_BUDGET_EPOCHS, Plan
+from cnnzoo.compare.plan import EPOCH_CHECKPOINT_MAX_PARAMS, MAX_BUDGET_EPOCHS, Plan
 from cnnzoo.compare.reporter import CompareReporter
 from cnnzoo.data import DataBundle
 from cnnzoo.errors import CheckpointError, Interrupted
 from cnnzoo.fileio import atomic_write_text
+from cnnzoo.models import get_spec
 from cnnzoo.progress import Reporter
 from cnnzoo.training.config import TrainConfig
 from cnnzoo.training.trainer import fit, step_seconds
@@ -170,6 +171,8 @@ def train_run(
         image_size=size,
         seed=seed,
         device=plan.device,
+        amp=plan.amp,
+        epoch_checkpoints=get_spec(model).params <= EPOCH_CHECKPOINT_MAX_PARAMS,
         out=str(out),
         quiet=True,
     )
@@ -220,6 +223,10 @@ def _train_command(config: TrainConfig) -> list[str]:
     ]  # fmt: skip
     if config.data_root:
         command += ["--data-root", config.data_root]
+    if config.amp:
+        command.append("--amp")
+    if not config.epoch_checkpoints:
+        command.append("--no-epoch-checkpoints")
     return command
 
 

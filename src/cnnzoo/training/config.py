@@ -78,6 +78,8 @@ class TrainConfig:
     out: str = "runs/latest"
     resume: bool | str = False  # True: must resume; "auto": resume if --out holds a run
     checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
+    # False: no last.pt/best.pt at epochs' ends (a signal's checkpoint and the weights only)
+    epoch_checkpoints: bool = True
     num_workers: int = 0
     quiet: bool = False
     aux_weight: float = 0.3
@@ -130,6 +132,7 @@ OPTIONS: dict[str, Option] = {
     "out": Option("text"),
     "resume": Option("bool", choices=("auto",)),
     "checkpoint_every": Option("int", low=0),
+    "epoch_checkpoints": Option("bool"),
     "num_workers": Option("int", low=0),
     "quiet": Option("bool"),
     "aux_weight": Option("number", low=0),

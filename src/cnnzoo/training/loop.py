@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -164,9 +165,13 @@ def evaluate(
     *,
     device: torch.device,
     dist: Dist,
+    amp: bool = False,
     channels_last: bool = False,
 ) -> EvalStats:
     """Loss, top-1, top-5 (with more than 5 classes) and the confusion matrix on ``loader``.
+
+    ``amp`` evaluates under the same bfloat16 autocast as training: the validation figures are
+    those of the arithmetic the model trains in (the loss and top-k are computed in fp32).
 
     Under DDP each process sees a disjoint part of the validation set (no padding), and the sums
     are added up, so every image counts exactly once.
@@ -178,7 +183,11 @@ def evaluate(
         images, target = images.to(device), target.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        logits = model(images).float()
+        # Without amp no autocast context at all: a caller's own (e.g. around cnnzoo.evaluate)
+        # stays in force.
+        with torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext():
+            logits = model(images)
+        logits = logits.float()
         n = target.numel()
         pred = logits.argmax(1)
         confusion.index_put_(

@@ -173,9 +173,22 @@ def build_optimizer(
         return torch.optim.Adagrad(groups, lr=lr)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr)
+    # torch's default on the CPU is a Python loop over the tensors (its multi-tensor path is
+    # for GPUs); the fused kernel makes one pass: VGG-11-BN's AdamW step (129M parameters) took
+    # 0.28 s against 2.1 s, AlexNet's 0.09 against 0.63 (docs/benchmarks.md). The same update
+    # rule; only the order of rounding differs.
+    fused = _fusable(groups)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
+
+
+def _fusable(groups: list[dict]) -> bool | None:
+    """Whether torch's fused Adam kernel takes every parameter (floating point, on the CPU or a
+    CUDA device); ``None`` leaves the choice to torch."""
+    params = [p for g in groups for p in g["params"]]
+    ok = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return True if ok else None
 
 
 def _constant(step: int) -> float:

@@ -66,6 +66,7 @@ RULES: dict[str, tuple[str, str]] = {
     "out": (NOT_A_RUN_OPTION, "the run's folder itself"),
     "resume": (NOT_A_RUN_OPTION, "asks for the resume"),
     "checkpoint_every": (FREE, "when checkpoints are written, not what is computed"),
+    "epoch_checkpoints": (FREE, "whether checkpoints are written, not what is computed"),
     "num_workers": (
         FREE,
         "loading processes; with augmentation, going from none to some (or back) changes the "

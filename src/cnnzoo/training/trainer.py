@@ -180,6 +180,21 @@ def _image_size(config: TrainConfig, spec: cnnzoo.ModelSpec, options: dict) -> t
     return side, f"{spec.name}'s smallest input (the images are {native}×{native})"
 
 
+def _check_amp(config: TrainConfig, device: torch.device) -> None:
+    """``--amp`` on a CPU needs bfloat16 instructions: without them torch emulates bf16 in
+    software, several times slower than fp32, which is never what ``--amp`` is asked for."""
+    if not config.amp or device.type != "cpu":
+        return
+    # The one test of the CPU's flags, shared with inference's bf16 backends.
+    from cnnzoo.inference.backends import bf16_capable
+
+    if not bf16_capable():
+        raise InvalidArgumentError(
+            "--amp trains in bfloat16, and this CPU has no bfloat16 instructions (avx512_bf16 "
+            "or AMX): leave out --amp to train in fp32 (--no-amp to resume a run trained with it)."
+        )
+
+
 def _model_options(config: TrainConfig, spec: cnnzoo.ModelSpec) -> dict[str, Any]:
     options = training_options(spec)
     if config.dropout is not None:
@@ -237,6 +252,7 @@ def fit(
             changes: dict[str, list[Any]] = {}
             if resuming:  # refused here, before anything is written
                 config, changes = resume.check_options(config, reporter.log)
+            _check_amp(config, device)
             run = _build(config, reporter.log, device, info)
             if resuming:
                 _resume(run, reporter.log, changes)
@@ -303,6 +319,10 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.amp and device.type == "cpu":
+        notes.append(
+            "--amp: bfloat16 autocast in training and validation, fp32 weights and optimizer"
+        )
 
     train_sampler, val_loader, per_rank_batch = _sampling(config, data, info)
     steps_per_epoch = -(-len(train_sampler or data.train) // per_rank_batch)
@@ -553,7 +573,7 @@ def _train_epochs(
             return stats, False
         stats = evaluate(
             run.model, run.val_loader, data.num_classes, device=run.device, dist=info,
-            channels_last=config.channels_last,
+            amp=config.amp, channels_last=config.channels_last,
         )  # fmt: skip
         run.history.append(_epoch_row(epoch, train, stats, position.lr))
         improved = stats.acc > run.best_acc
@@ -644,9 +664,12 @@ def _position_from(record: dict[str, Any], path: Path, info: distributed.Dist) -
 
 
 def _save_epoch(run: _Run, epoch: int, improved: bool) -> None:
-    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved)."""
+    """``metrics.jsonl`` and ``last.pt`` (``best.pt`` too when the accuracy improved); only the
+    metrics without ``epoch_checkpoints``."""
     out = run.out
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
+    if not run.config.epoch_checkpoints:
+        return
     checkpoint.save(out / LAST, _state(run, epoch), epoch)
     if improved:  # the same bytes: linked, not written again (VGG: 1.5 GB an epoch)
         atomic_copy(out / LAST, out / BEST)
@@ -679,7 +702,7 @@ def _finish(run: _Run, stats: EvalStats | None) -> None:
         stats = evaluate(
             model, make_loader(data.val, batch_size=256, shuffle=False, seed=0, epoch=0),
             data.num_classes, device=next(model.parameters()).device,
-            dist=distributed.Dist(),
+            dist=distributed.Dist(), amp=config.amp, channels_last=config.channels_last,
         )  # fmt: skip
     plots.confusion_matrix(stats.confusion, data.class_names, run.out / "confusion.png", title)
 
@@ -699,6 +722,8 @@ def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[
         config.model, num_classes=data.num_classes, in_chans=data.in_chans,
         **_model_options(config, spec),
     ).to(device)  # fmt: skip
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
     scheduler = build_scheduler(optimizer, "constant", epochs=1, steps_per_epoch=steps)
     loader = torch.utils.data.DataLoader(
@@ -711,6 +736,6 @@ def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[
 
     train_one_epoch(
         model, loader, optimizer, scheduler, epoch=1, device=device, dist=distributed.Dist(),
-        on_step=tick,
+        amp=config.amp, channels_last=config.channels_last, on_step=tick,
     )  # fmt: skip
     return [b - a for a, b in itertools.pairwise(times)]
