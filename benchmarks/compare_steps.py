@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from cnnzoo import create_model
 from cnnzoo.compare.plan import BATCH_SIZE, DEFAULT_MODELS, DEFAULT_SIDE, LR, LR_BY_FAMILY
+from cnnzoo.environment import environment
 from cnnzoo.models import get_spec
 from cnnzoo.training.config import training_options
 from cnnzoo.training.optim import build_optimizer
@@ -136,14 +136,8 @@ def main() -> None:
         "windows": args.windows,
         "steps_per_window": args.steps,
         "results": results,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": os.getloadavg(),
-        },
-        "versions": {"torch": str(torch.__version__), "python": platform.python_version()},
-        "threads": torch.get_num_threads(),
+        **environment(),  # the machine (CPU, cores, threads) and the library versions
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "command": shlex.join([sys.executable, *sys.argv]),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

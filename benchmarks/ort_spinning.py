@@ -29,7 +29,7 @@ import onnxruntime
 import torch
 
 import cnnzoo
-from cnnzoo.bench import machine_info
+from cnnzoo.environment import environment
 from cnnzoo.export import export_model
 from cnnzoo.inference import ort_session
 
@@ -77,7 +77,7 @@ def main() -> None:
 
     results = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(THREADS),
+        **environment(THREADS),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

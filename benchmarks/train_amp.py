@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 import cnnzoo
+from cnnzoo.environment import environment
 from cnnzoo.inference.backends import bf16_capable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,18 +120,8 @@ def main() -> None:
         "windows": args.windows,
         "steps_per_window": args.steps,
         "results": results,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": os.getloadavg(),
-        },
-        "versions": {
-            "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__),
-            "python": platform.python_version(),
-        },
-        "threads": torch.get_num_threads(),
+        **environment(),  # the machine (CPU, cores, threads) and the library versions
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "command": shlex.join([sys.executable, *sys.argv]),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from cnnzoo.environment import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,14 +57,8 @@ def main() -> None:
         "rows": rows,
         **summary,
         "config": config,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": os.getloadavg(),
-        },
-        "versions": {"torch": str(torch.__version__), "python": platform.python_version()},
-        "threads": torch.get_num_threads(),
+        **environment(),  # the machine (CPU, cores, threads) and the library versions
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "command": shlex.join(sys.argv),
     }
     out = ROOT / "benchmarks" / "results" / f"train_digits_{args.label}.json"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -30,6 +29,7 @@ import torchvision
 from torch import nn
 
 import cnnzoo
+from cnnzoo.environment import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,18 +138,8 @@ def main() -> None:
         "params": contenders[0].params,
         "rows": rows,
         "ratio_ours_vs_torchvision": base / theirs,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_before": load_before,
-            "load_after": os.getloadavg(),
-        },
-        "versions": {
-            "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__),
-            "python": platform.python_version(),
-        },
-        "threads": torch.get_num_threads(),
+        **environment(),  # the machine (CPU, cores, threads) and the library versions
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         "command": shlex.join([sys.executable, *sys.argv]),
     }
