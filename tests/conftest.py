@@ -44,6 +44,25 @@ def _crashes_print_their_stacks() -> None:
     faulthandler.enable(file=_STDERR[0], all_threads=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_dataloader_sigchld_handler_after_a_test():
+    """A test that iterates a DataLoader with worker processes in pytest's own process leaves
+    torch's SIGCHLD handler installed for the rest of the session (torch sets it once per
+    process). Each later subprocess's exit then delivers a signal to the main thread, and on
+    this AMX machine such a delivery killed pytest with a kernel-sent SIGSEGV (si_code
+    SI_KERNEL, the main thread waiting in poll() for `python -m cnnzoo ...`: read from the
+    core of a crashed worker) in some full runs. The handler only serves the loader that set
+    it, so it is taken down when its test ends."""
+    yield
+    import signal
+
+    from torch.utils.data._utils import signal_handling
+
+    if signal_handling._SIGCHLD_handler_set:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal_handling._SIGCHLD_handler_set = False
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict[str, dict]:
     return load_reference()
