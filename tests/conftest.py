@@ -42,6 +42,30 @@ def _crashes_print_their_stacks() -> None:
     import faulthandler
 
     faulthandler.enable(file=_STDERR[0], all_threads=True)
+    _no_alternate_signal_stack()
+
+
+def _no_alternate_signal_stack() -> None:
+    """Signal handlers run on the main thread's own stack, not on faulthandler's alternate one.
+
+    Python's handlers are installed with SA_ONSTACK, so once faulthandler has set up its
+    alternate stack (58 KB), a SIGCHLD for a finished subprocess or DataLoader worker is handled
+    there; in some full runs on this AMX machine the kernel could not deliver it and killed the
+    worker with SIGSEGV (si_code SI_KERNEL; docs/architecture.md, "Tests"). Without the
+    alternate stack faulthandler still reports every crash but a stack overflow."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int),
+                    ("ss_size", ctypes.c_size_t)]  # fmt: skip
+
+    ss_disable = 2  # SS_DISABLE, <bits/ss_flags.h>
+    if ctypes.CDLL(None).sigaltstack(ctypes.byref(StackT(None, ss_disable, 0)), None) != 0:
+        raise OSError("sigaltstack(SS_DISABLE) failed")
 
 
 @pytest.fixture(autouse=True)
