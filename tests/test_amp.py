@@ -22,8 +22,9 @@ from cnnzoo.training.loop import evaluate, train_one_epoch
 from cnnzoo.training.optim import build_optimizer, build_scheduler
 from cnnzoo.training.trainer import fit
 
-# The one skip the suite allows: bf16 training needs the instructions (test_precision's rule).
-pytestmark = pytest.mark.skipif(
+# The one skip the suite allows: bf16 training needs the instructions (test_precision's rule);
+# the refusal on a CPU without them runs everywhere.
+needs_bf16 = pytest.mark.skipif(
     not backends.bf16_capable(), reason="this CPU has no bfloat16 instructions"
 )
 
@@ -58,6 +59,7 @@ def _history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@needs_bf16
 def test_amp_trains_on_the_cpu_and_resumes_across_its_toggles(toggled):
     out, results = toggled
     rows = _history(out)
@@ -88,6 +90,7 @@ def _conv_dtypes(model: nn.Module) -> list[torch.dtype]:
     return seen
 
 
+@needs_bf16
 @pytest.mark.parametrize("amp", [False, True])
 def test_the_forward_runs_in_bf16_in_training_and_validation(amp):
     torch.manual_seed(0)
