@@ -95,6 +95,15 @@ class Guard:
         await self.app(scope, receive, send_with_cookie)
 
 
+def _neuron_at(request: Request) -> tuple[str, str, int, int, int, int]:
+    """A neuron's address in the query: model, image, layer, channel, y, x."""
+    q = request.query_params
+    return (
+        q.get("model", ""), q.get("image", ""), _int(request, "layer"),
+        _int(request, "channel", 0), _int(request, "y", 0), _int(request, "x", 0),
+    )  # fmt: skip
+
+
 def _int(request: Request, name: str, default: int | None = None) -> int:
     text = request.query_params.get(name)
     if text is None:
@@ -194,18 +203,10 @@ def create_app(
         )  # fmt: skip
 
     def neuron(request: Request) -> dict[str, Any]:
-        q = request.query_params
-        return explorer.neuron(
-            q.get("model", ""), q.get("image", ""), _int(request, "layer"),
-            _int(request, "channel", 0), _int(request, "y", 0), _int(request, "x", 0),
-        )  # fmt: skip
+        return explorer.neuron(*_neuron_at(request))
 
     def receptive_field(request: Request) -> dict[str, Any]:
-        q = request.query_params
-        return explorer.receptive_field(
-            q.get("model", ""), q.get("image", ""), _int(request, "layer"),
-            _int(request, "channel", 0), _int(request, "y", 0), _int(request, "x", 0),
-        )  # fmt: skip
+        return explorer.receptive_field(*_neuron_at(request))
 
     def topk(request: Request) -> dict[str, Any]:
         q = request.query_params
