@@ -66,6 +66,33 @@ def test_memory_probe_sees_the_calls_grow_with_the_batch():
     assert big_calls > small_calls + 16 and big_peak > small_peak
 
 
+def test_the_memory_probe_loads_the_onnx_file_it_is_given_and_fails_in_one_line(tmp_path):
+    import torch
+
+    from cnnzoo.export import export_model
+    from cnnzoo.models import build_model
+
+    torch.manual_seed(0)  # the probe's random weights, as run_bench makes them
+    export_model(build_model("lenet5").eval(), tmp_path / "same.onnx", "onnx", model_name="lenet5")
+    torch.manual_seed(1)
+    export_model(build_model("lenet5").eval(), tmp_path / "other.onnx", "onnx", model_name="lenet5")
+    source = {"model": "lenet5", "size": [1, 32, 32]}
+
+    peak, calls = bench.memory_probe(
+        source | {"onnx": str(tmp_path / "same.onnx")}, "onnxruntime", 2, 1
+    )
+    assert peak > 100 and calls >= 0  # Python and torch are resident
+
+    # Another model's file fails the backend's check: the probe used the file, not an export.
+    with pytest.raises(RuntimeError) as err:
+        bench.memory_probe(source | {"onnx": str(tmp_path / "other.onnx")}, "onnxruntime", 2, 1)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("memory probe of lenet5/onnxruntime failed: ")
+    assert "does not compute what" in text
+    with pytest.raises(RuntimeError, match=r"memory probe of .*none\.safetensors/eager failed"):
+        bench.memory_probe({"weights": str(tmp_path / "none.safetensors")}, "eager", 1, 1)
+
+
 def test_bench_command_writes_json(capsys, tmp_path):
     out = tmp_path / "bench.json"
     code = main(["bench", "--models", "lenet5", "--backends", "eager", "--batch-sizes", "2",

@@ -359,6 +359,15 @@ def test_default_plan_sizes_and_budget(tmp_path):
     assert several.run_dir("lenet5", 1) == tmp_path / "runs" / "lenet5" / "seed1"
     budget = make_plan(CompareConfig(out=str(tmp_path), budget_seconds=30))
     assert budget.epochs is None and budget.budget_seconds == 30.0
+    # channels_last where it trained faster (the plan's table), never with --amp.
+    assert [m for m in plan.models if plan.channels_last(m)] == [
+        "googlenet", "densenet121", "mobilenet_v2", "efficientnet_b0",
+    ]  # fmt: skip
+    assert plan.settings()["train_channels_last"] == [
+        "googlenet", "densenet121", "mobilenet_v2", "efficientnet_b0",
+    ]  # fmt: skip
+    amp = make_plan(CompareConfig(out=str(tmp_path), amp=True))
+    assert not any(amp.channels_last(m) for m in amp.models)
 
 
 def test_the_missing_reference_note_is_made_before_any_file(tmp_path):

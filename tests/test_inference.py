@@ -32,6 +32,7 @@ from cnnzoo.inference import (
     fold_batchnorm,
     optimize,
 )
+from cnnzoo.inference import ort
 from cnnzoo.inference.backends import Built
 from tests.conftest import ONE_PER_FAMILY, randomise_bn
 
@@ -294,6 +295,48 @@ def test_another_batch_size_or_a_damaged_entry_is_measured(tmp_path, monkeypatch
     again = optimize(model, example_input=x, threads=THREADS, cache_dir=tmp_path)
     assert len(count_measure) == 3 and again.chosen_by == "auto"
     assert json.loads(first.cache_file.read_text())["backend"] == again.backend
+
+
+def test_one_export_serves_every_onnx_backend_and_a_given_file_is_loaded(
+    tmp_path, monkeypatch, count_measure
+):
+    exports: list[Path] = []
+    real = ort.export_model
+
+    def counted(model, path, *args, **kwargs):
+        exports.append(Path(path))
+        return real(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "export_model", counted)
+    model = randomise_bn(create_model("resnet20"))
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    want = _reference(model, x)
+
+    runner = optimize(model, example_input=x, threads=THREADS, cache_dir=tmp_path)
+    timed = {c.name for c in runner.measurements if c.error is None}
+    assert {"onnxruntime", "openvino"} <= timed  # both built and checked, from one export
+    assert len(exports) == 1 and not exports[0].exists()  # its folder went with the call
+
+    path = tmp_path / "resnet20.onnx"
+    real(model, path, "onnx", input_size=(3, 16, 16))
+    exports.clear()
+    for backend in ("onnxruntime", "openvino", "openvino_int8"):
+        given = optimize(
+            model, backend, example_input=x, threads=THREADS, onnx_file=path, calibration=x
+        )
+        assert "resnet20.onnx" in given.note
+        if backend != "openvino_int8":
+            _assert_parity(given(x), want)
+    assert exports == []  # nothing exported again
+
+    other = randomise_bn(create_model("resnet20"))  # other weights: the file is not this model
+    with pytest.raises(ExportError) as err:
+        optimize(other, "onnxruntime", example_input=x, threads=THREADS, onnx_file=path)
+    assert "does not compute what" in _one_line(err)
+    for missing, why in ((tmp_path / "none.onnx", "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(InvalidArgumentError) as err:
+            optimize(model, "onnxruntime", example_input=x, threads=THREADS, onnx_file=missing)
+        assert why in _one_line(err) and "onnx_file" in _one_line(err)
 
 
 def test_the_cache_key_follows_batch_threads_and_architecture():

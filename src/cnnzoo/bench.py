@@ -256,7 +256,8 @@ def memory_probe(
 
     ``source`` is ``{"model": name, "size": [c, h, w]}`` (random weights, seeded as
     :func:`run_bench` makes them) or ``{"weights": path}`` (a weights file at the size it
-    records).
+    records); with ``"onnx": path`` (an export of that model) the backends that load ONNX files
+    use it instead of exporting again (``optimize``'s ``onnx_file``).
     """
     job = {"source": source, "backend": backend, "batch": batch, "threads": threads}
     args = json.dumps(job | {"precision": precision})
@@ -271,8 +272,16 @@ def memory_probe(
 
 
 def _probe_main(args: str) -> None:
-    """The child of :func:`memory_probe`: the row's build, then its peak resident memory over a
-    few calls, printed as JSON ``[peak MB, resident MB before the calls]``.
+    """The child of :func:`memory_probe`: prints :func:`_probe`'s answer as JSON. A new
+    interpreter, not a fork of one that imported torch already: a forked child's resident set
+    leaves out the library pages only the imports touched (LeNet-5's probe: 535 MB forked, 816
+    MB in a new process), and a user's process has them."""
+    print(json.dumps(_probe(json.loads(args))))
+
+
+def _probe(job: dict[str, Any]) -> list[float]:
+    """The row's build, then its peak resident memory over a few calls: ``[peak MB, resident
+    MB before the calls]``.
 
     Linux resets the peak (``VmHWM``) on writing 5 to ``/proc/self/clear_refs``, so the peak is
     that of the calls alone, not of the setup (an ONNX export or a compile needs more memory
@@ -280,7 +289,6 @@ def _probe_main(args: str) -> None:
     """
     from cnnzoo.inference import optimize
 
-    job = json.loads(args)
     source, backend, batch, threads = job["source"], job["backend"], job["batch"], job["threads"]
     torch.set_num_threads(threads)
     if "weights" in source:
@@ -298,7 +306,7 @@ def _probe_main(args: str) -> None:
     calibration = _calibration(size) if reduced else None
     runner = optimize(
         model, backend, precision=precision, example_input=x, threads=threads, model_name=name,
-        calibration=calibration,
+        calibration=calibration, onnx_file=source.get("onnx"),
     )  # fmt: skip
     runner(x)  # the first call allocates what every later call reuses
     before = _status_mb("VmRSS")
@@ -306,7 +314,7 @@ def _probe_main(args: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")
     for _ in range(PROBE_CALLS):
         runner(x)
-    print(json.dumps([_status_mb("VmHWM"), before]))
+    return [_status_mb("VmHWM"), before]
 
 
 def _status_mb(field_name: str) -> float:

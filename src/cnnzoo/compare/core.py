@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,25 +75,33 @@ def _train_all(plan: Plan, reporter: CompareReporter) -> list[RunRecord]:
 
 
 def _bench_all(plan: Plan, reporter: CompareReporter) -> list[BenchRow]:
-    from cnnzoo.compare.measure import bench_weights
+    """Every model timed at each batch size, one after another, then the memory probes."""
+    from cnnzoo.compare.measure import bench_weights, probe_memory
 
     rows: list[BenchRow] = []
-    for model in plan.models:
-        weights = plan.run_dir(model, plan.seeds[0]) / "model.safetensors"
-        reporter.log(f"timing {model} at batch {' and '.join(map(str, BENCH_BATCHES))} ...")
-        measured = bench_weights(
-            model, weights, BENCH_BATCHES, backend=plan.backend, rounds=plan.bench_rounds,
-            threads=plan.threads, memory=plan.memory, cache_dir=plan.cache_dir,
-            precision=plan.precision, dataset=(plan.dataset, plan.data_root),
-        )  # fmt: skip
-        for r in measured:
-            memory = f", peak {r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else ""
-            change = f"; {r.precision} {r.accuracy}" if r.accuracy else ""
-            reporter.log(
-                f"bench {model} batch {r.batch} ({r.backend} → {r.picked}): p50 {r.p50_ms:.2f} ms, "
-                f"{r.throughput:.1f} img/s{memory}{change}"
-            )
-        rows += measured
+    probes = []
+    with tempfile.TemporaryDirectory(prefix="cnnzoo-compare-") as folder:  # the ONNX exports
+        for model in plan.models:
+            weights = plan.run_dir(model, plan.seeds[0]) / "model.safetensors"
+            reporter.log(f"timing {model} at batch {' and '.join(map(str, BENCH_BATCHES))} ...")
+            measured, source = bench_weights(
+                model, weights, BENCH_BATCHES, folder=Path(folder), backend=plan.backend,
+                rounds=plan.bench_rounds, threads=plan.threads, cache_dir=plan.cache_dir,
+                precision=plan.precision, dataset=(plan.dataset, plan.data_root),
+            )  # fmt: skip
+            for r in measured:
+                change = f"; {r.precision} {r.accuracy}" if r.accuracy else ""
+                reporter.log(
+                    f"bench {model} batch {r.batch} ({r.backend} → {r.picked}): p50 "
+                    f"{r.p50_ms:.2f} ms, {r.throughput:.1f} img/s{change}"
+                )
+            rows += measured
+            probes.append((measured[-1], source))
+        if plan.memory:
+            reporter.log(f"peak memory at batch {BENCH_BATCHES[-1]}, a process per model ...")
+            probe_memory(probes, plan.threads or _torch_threads())
+            for row, _ in probes:
+                reporter.log(f"memory {row.model} ({row.picked}): peak {row.peak_rss_mb:.0f} MB")
     return rows
 
 

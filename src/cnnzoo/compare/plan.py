@@ -51,6 +51,14 @@ LR_BY_FAMILY = {"alexnet": 5e-4, "vgg": 5e-4}
 # fsync here, four times a run, for a resume that would save at most its 4 epochs. AlexNet and
 # the VGGs are above it; ResNet-18 (11.7M, 140 MB) and the smaller ones keep resuming by epoch.
 EPOCH_CHECKPOINT_MAX_PARAMS = 25_000_000
+# The families that train faster with weights and images channels_last on a CPU (oneDNN's
+# depthwise, concatenating and many-branch convolutions prefer it). One fp32 training step,
+# batch 32 at their side, 2 threads, channels_last against contiguous (2026-12-02, quiet):
+# EfficientNet-B0 1.99×, MobileNetV2 1.66×, GoogLeNet 1.16×, DenseNet-121 1.15×; the others
+# were as fast or slower (AlexNet 1.04×, VGG-11-BN 0.88×, ResNet-18 0.89×). Only the memory
+# layout changes, not the arithmetic; not with --amp (bf16 with channels_last diverged on a
+# ResNet-18 on digits: docs/training.md).
+CHANNELS_LAST_FAMILIES = ("efficientnet", "mobilenet", "densenet", "googlenet")
 BENCH_BATCHES = (1, 32)
 BENCH_ROUNDS, QUICK_BENCH_ROUNDS = 10, 5
 MAX_BUDGET_EPOCHS = 100  # a budget run plans at most this many epochs
@@ -156,6 +164,12 @@ class Plan:
         base = self.out / "runs" / model
         return base if len(self.seeds) == 1 else base / f"seed{seed}"
 
+    def channels_last(self, model: str) -> bool:
+        """Whether ``model`` trains channels_last (:data:`CHANNELS_LAST_FAMILIES`)."""
+        from cnnzoo.models import get_spec
+
+        return not self.amp and get_spec(model).family in CHANNELS_LAST_FAMILIES
+
     def settings(self) -> dict:
         """The defaults as used, for results.json and the report."""
         return {
@@ -174,6 +188,7 @@ class Plan:
             "light augmentation (docs/training.md)",
             "bench_backend": self.backend,
             "train_precision": "bf16 autocast (--amp)" if self.amp else "fp32",
+            "train_channels_last": [m for m in self.models if self.channels_last(m)],
             "bench_precision": self.precision,
             "bench_batches": list(BENCH_BATCHES),
             "bench_rounds": self.bench_rounds,

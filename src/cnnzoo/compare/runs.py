@@ -172,6 +172,7 @@ def train_run(
         seed=seed,
         device=plan.device,
         amp=plan.amp,
+        channels_last=plan.channels_last(model),
         epoch_checkpoints=get_spec(model).params <= EPOCH_CHECKPOINT_MAX_PARAMS,
         out=str(out),
         quiet=True,

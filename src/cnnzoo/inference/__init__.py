@@ -123,6 +123,7 @@ def optimize(
     cache_dir: str | Path | None = None,
     model_name: str | None = None,
     cuda_dtype: str = "bf16",
+    onnx_file: str | Path | None = None,
 ) -> Runner:
     """Make ``model`` ready for fast inference with ``backend``.
 
@@ -151,6 +152,10 @@ def optimize(
         model_name: the registry name (``load_weights`` reports it); names the cache entry and
             goes into the ONNX file. The class name stands in when ``None``.
         cuda_dtype: ``"bf16"`` or ``"fp16"``: the autocast type of the ``cuda`` backend.
+        onnx_file: an ONNX file of this model with a free batch axis (``cnnzoo export``'s),
+            for the ONNX Runtime and OpenVINO backends to load instead of exporting or
+            converting the model again (what takes most of their setup); every backend is still
+            checked against the model. ``None``: exported when first needed, once per call.
 
     Returns:
         A :class:`Runner`: ``runner(x)`` gives the logits; ``runner.describe()`` one line on
@@ -176,6 +181,27 @@ def optimize(
     ctx = _context(
         model, backend, precision, example_input, threads, calibration, model_name, cuda_dtype
     )
+    if onnx_file is not None:
+        ctx.onnx_file = _existing_file("onnx_file", onnx_file)
+    try:
+        runner = _optimize(ctx, backend, precision, cache_dir)
+    finally:
+        ctx.close()  # the export's folder: the sessions hold what they loaded
+    if fallback:
+        runner.note += f"; {fallback}"
+    runner.setup_seconds = time.perf_counter() - start
+    return runner
+
+
+def _existing_file(what: str, path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        why = "is a folder" if path.is_dir() else "does not exist"
+        raise InvalidArgumentError(f"{what} {path} {why}: give the path of an ONNX file.")
+    return path
+
+
+def _optimize(ctx: Context, backend: str, precision: str, cache_dir: str | Path | None) -> Runner:
     with torch_threads(ctx.threads):
         with torch.inference_mode():
             want = ctx.model(ctx.example)
@@ -188,13 +214,8 @@ def optimize(
         if backend == "auto":
             cache = Path(cache_dir) if cache_dir is not None else auto.default_cache_dir()
             names = AUTO_CANDIDATES if precision == "fp32" else AUTO_REDUCED[precision]
-            runner = _auto(ctx, want, cache, names)
-        else:
-            runner = _build(backend, ctx, want)[0]
-    if fallback:
-        runner.note += f"; {fallback}"
-    runner.setup_seconds = time.perf_counter() - start
-    return runner
+            return _auto(ctx, want, cache, names)
+        return _build(backend, ctx, want)[0]
 
 
 def _precision(backend: str, precision: str | None) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +65,11 @@ class Context:
         model_name: the registry name when the user gave one (written into ONNX files).
         calibration: images for ``int8`` calibration, or ``None``.
         cuda_dtype: ``"bf16"`` or ``"fp16"``, the autocast type of ``cuda``.
+        onnx_file: an ONNX file of the model that the ONNX Runtime and OpenVINO backends load
+            instead of converting the model again (``optimize``'s ``onnx_file``, or the export
+            the first of them made in this ``optimize`` call: see :mod:`cnnzoo.inference.ort`).
+        folder: a temporary folder for the files of this ``optimize`` call, removed when it
+            returns (:meth:`close`).
     """
 
     model: nn.Module
@@ -72,7 +79,20 @@ class Context:
     model_name: str | None = None
     calibration: torch.Tensor | None = None
     cuda_dtype: str = "bf16"
+    onnx_file: Path | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        if "folder" not in self._memo:
+            self._memo["folder"] = tempfile.TemporaryDirectory(prefix="cnnzoo-optimize-")
+        return Path(self._memo["folder"].name)
+
+    def close(self) -> None:
+        """Remove :attr:`folder` (the sessions hold what they loaded from it)."""
+        folder = self._memo.pop("folder", None)
+        if folder is not None:
+            folder.cleanup()
 
     @property
     def input_size(self) -> tuple[int, int, int]:

@@ -1,12 +1,13 @@
 """The OpenVINO backends: ``openvino`` (fp32), ``openvino_bf16`` and ``openvino_int8`` (NNCF
 post-training quantization).
 
-Each converts the torch model directly with ``openvino.convert_model`` (traced on the example
-input) rather than reading the ONNX file :func:`cnnzoo.export.export_model` writes: measured on
-resnet18 (32 px, batch 4, 2 threads, loaded machine) the conversion took 4-11 s against 8-19 s
-for the checked ONNX export followed by ``read_model``, and both agreed with eager to 7e-7
-(the fp32 rule allows 1e-4). The fp32 backend is still checked against eager like every fp32
-backend.
+Each reads the model's ONNX file when one is at hand (``optimize``'s ``onnx_file``, or the export
+the ONNX Runtime candidate of the same ``auto`` search made: ``read_model`` then takes well under
+a second), and otherwise converts the torch model directly with ``openvino.convert_model``
+(traced on the example input) rather than exporting one: measured on resnet18 (32 px, batch 4,
+2 threads, loaded machine) the conversion took 4-11 s against 8-19 s for the checked ONNX export
+followed by ``read_model``, and both agreed with eager to 7e-7 (the fp32 rule allows 1e-4). The
+fp32 backend is still checked against eager like every fp32 backend.
 
 Nothing here reads the network: before OpenVINO or NNCF is imported, the ``openvino_telemetry``
 package is made unimportable in this process, so OpenVINO's model converter and NNCF use the
@@ -86,12 +87,17 @@ def _build(ctx: Context, name: str) -> Built:
         raise InvalidArgumentError(backends.NO_BF16.format(backend=name))
     core = ov.Core()
     start = time.perf_counter()
-    with warnings.catch_warnings():  # the tracer's warnings are about the model, not the user's
-        warnings.simplefilter("ignore")
-        model = ov.convert_model(ctx.model, example_input=ctx.example)
+    if ctx.onnx_file is not None:
+        model = core.read_model(str(ctx.onnx_file))
+        how = f"read from the ONNX file {ctx.onnx_file.name}"
+    else:
+        with warnings.catch_warnings():  # the tracer's warnings are about the model, not yours
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(ctx.model, example_input=ctx.example)
+        how = "converted from the torch model"
     seconds = time.perf_counter() - start
     version = ov.__version__.split("-")[0]
-    note = f"OpenVINO {version} CPU, converted from the torch model in {seconds:.1f} s"
+    note = f"OpenVINO {version} CPU, {how} in {seconds:.1f} s"
     config = {
         "INFERENCE_NUM_THREADS": ctx.threads,
         "NUM_STREAMS": 1,

@@ -1,13 +1,14 @@
 """The ONNX Runtime backends: ``onnxruntime`` (fp32) and ``int8`` (post-training static
 quantization).
 
-Both export with :func:`cnnzoo.export.export_model` (dynamo exporter, opset 18, dynamic batch,
-checked against the model) into a temporary folder, and load the file into a session on the
+Both load an ONNX file of the model (:func:`onnx_file`: the one given to ``optimize``, else one
+exported with :func:`cnnzoo.export.export_model` — dynamo exporter, opset 18, dynamic batch,
+checked against the model — once per ``optimize`` call) into a session on the
 ``CPUExecutionProvider`` with ``threads`` intra-op threads whose spinning stops as soon as a run
 returns (``session.force_spinning_stop``): ONNX Runtime's workers otherwise keep spinning for a
 while after each run, and were measured to slow the next PyTorch call in the same process about
 2×, while turning spinning off altogether costs 5-7% on graphs of many small operators. The
-folder is removed once the session holds the model.
+export's temporary folder is removed when ``optimize`` returns: the sessions hold the model.
 """
 
 from __future__ import annotations
@@ -63,26 +64,29 @@ def ort_session(path: str | Path, threads: int) -> Any:
     return onnx_session(path, threads, needed_by=NEEDED_BY)
 
 
-def _export(ctx: Context, folder: Path) -> tuple[Path, float]:
-    path = folder / "model.onnx"
+def onnx_file(ctx: Context) -> tuple[Path, str]:
+    """The model as an ONNX file and how it came to be: the file given to ``optimize``, else
+    exported (and checked against the model) once per ``optimize`` call, into its temporary
+    folder, so that ``onnxruntime``, ``int8`` and the OpenVINO backends of one ``auto`` search
+    share one export (the dynamo exporter takes 2-15 s per model on 2 cores)."""
+    if ctx.onnx_file is not None:
+        return ctx.onnx_file, f"loaded from {ctx.onnx_file.name}"
+    path = ctx.folder / "model.onnx"
     report = export_model(
-        ctx.model,
-        path,
-        "onnx",
-        input_size=ctx.input_size,
-        model_name=ctx.model_name,
+        ctx.model, path, "onnx", input_size=ctx.input_size, model_name=ctx.model_name
     )
-    return path, report.export_seconds + report.check_seconds
+    ctx.onnx_file = path
+    seconds = report.export_seconds + report.check_seconds
+    return path, f"exported and checked in {seconds:.1f} s"
 
 
 def build_onnxruntime(ctx: Context) -> Built:
     _onnxruntime()
-    with tempfile.TemporaryDirectory(prefix="cnnzoo-ort-") as tmp:
-        path, seconds = _export(ctx, Path(tmp))
-        session = ort_session(path, ctx.threads)
+    path, how = onnx_file(ctx)
+    session = ort_session(path, ctx.threads)
     note = (
-        f"ONNX opset {ONNX_OPSET} (exported and checked in {seconds:.1f} s), "
-        "CPUExecutionProvider, workers stop spinning when a run returns"
+        f"ONNX opset {ONNX_OPSET} ({how}), CPUExecutionProvider, workers stop spinning when a "
+        "run returns"
     )
     return Built(lambda x: run_onnx(session, x), note)
 
@@ -105,8 +109,8 @@ def build_int8(ctx: Context) -> Built:
 
     assert ctx.calibration is not None  # optimize checks it before building
     reduce_range = platform.machine().lower() in ("x86_64", "amd64") and not _has_vnni()
+    fp32, _ = onnx_file(ctx)
     with tempfile.TemporaryDirectory(prefix="cnnzoo-int8-") as tmp:
-        fp32, _ = _export(ctx, Path(tmp))
         pre, quantized = Path(tmp) / "model.pre.onnx", Path(tmp) / "model.int8.onnx"
         quant_pre_process(str(fp32), str(pre))
         q.quantize_static(

@@ -1,0 +1,72 @@
+"""bf16 and int8 against fp32 on real trained weights: the models of a finished comparison.
+
+For every ``runs/<model>/model.safetensors`` under a ``cnnzoo compare`` folder (the default
+comparison trains the eight classic networks on digits), each reduced-precision backend is built
+with ``optimize`` (int8 calibrated on 256 training images, as ``compare --precision int8``
+does) and compared with the fp32 model on the 360 validation images: top-1 agreement, the
+largest |Δlogit|, and the validation accuracy of both. No timing: this may run on a busy machine.
+
+    .venv/bin/python benchmarks/precision_agreement.py --compare runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from cnnzoo.data import load_dataset
+from cnnzoo.environment import environment
+from cnnzoo.inference import agreement, calibration_images, optimize
+from cnnzoo.weights import load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ("bf16", "openvino_bf16", "int8", "openvino_int8")
+THREADS = 2
+
+
+def measure(weights: Path) -> dict:
+    model, report = load_weights(None, weights)
+    data = load_dataset("digits", preprocessing=model.pretrained_cfg)
+    calibration = calibration_images(data.train, 256)
+    val = torch.stack([data.val[i][0] for i in range(len(data.val))])
+    labels = data.val.labels
+    with torch.inference_mode():
+        fp32 = float((model(val).argmax(1) == labels).float().mean())
+    row = {"model": report.model, "images": len(val), "fp32_val_acc": fp32, "backends": {}}
+    for backend in BACKENDS:
+        runner = optimize(
+            model, backend, example_input=val[:8], calibration=calibration, threads=THREADS,
+            model_name=report.model,
+        )  # fmt: skip
+        top1, diff = agreement(runner, model, val)
+        acc = float((runner(val).argmax(1) == labels).float().mean())
+        row["backends"][backend] = {"top1_agreement": top1, "max_abs_diff": diff, "val_acc": acc}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--compare", default=str(ROOT / "runs/compare"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/precision_agreement.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    runs = sorted(Path(args.compare).glob("runs/*/model.safetensors"))
+    if not runs:
+        sys.exit(f"no runs/<model>/model.safetensors under {args.compare}: run cnnzoo compare")
+    results: dict = {**environment(THREADS), "compare": str(args.compare), "rows": []}
+    for weights in runs:
+        row = measure(weights)
+        results["rows"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    every = [b["top1_agreement"] for r in results["rows"] for b in r["backends"].values()]
+    results["lowest_top1_agreement"] = min(every)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
