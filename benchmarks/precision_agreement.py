@@ -4,7 +4,9 @@ For every ``runs/<model>/model.safetensors`` under a ``cnnzoo compare`` folder (
 comparison trains the eight classic networks on digits), each reduced-precision backend is built
 with ``optimize`` (int8 calibrated on 256 training images, as ``compare --precision int8``
 does) and compared with the fp32 model on the 360 validation images: top-1 agreement, the
-largest |Δlogit|, and the validation accuracy of both. No timing: this may run on a busy machine.
+largest |Δlogit|, the validation accuracy of both, and, for the images whose top-1 class changed,
+how close fp32's own first two classes were there (a barely trained network has many near-ties,
+which any rounding can flip). No timing: this may run on a busy machine.
 
     .venv/bin/python benchmarks/precision_agreement.py --compare runs/compare
 """
@@ -35,7 +37,10 @@ def measure(weights: Path) -> dict:
     val = torch.stack([data.val[i][0] for i in range(len(data.val))])
     labels = data.val.labels
     with torch.inference_mode():
-        fp32 = float((model(val).argmax(1) == labels).float().mean())
+        logits = model(val)
+    fp32 = float((logits.argmax(1) == labels).float().mean())
+    top2 = logits.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]  # how far fp32's first class is ahead of its second
     row = {"model": report.model, "images": len(val), "fp32_val_acc": fp32, "backends": {}}
     for backend in BACKENDS:
         runner = optimize(
@@ -43,8 +48,16 @@ def measure(weights: Path) -> dict:
             model_name=report.model,
         )  # fmt: skip
         top1, diff = agreement(runner, model, val)
-        acc = float((runner(val).argmax(1) == labels).float().mean())
-        row["backends"][backend] = {"top1_agreement": top1, "max_abs_diff": diff, "val_acc": acc}
+        reduced = runner(val).argmax(1)
+        acc = float((reduced == labels).float().mean())
+        differ = reduced != logits.argmax(1)
+        worst = float(margin[differ].max()) if differ.any() else None
+        row["backends"][backend] = {
+            "top1_agreement": top1, "max_abs_diff": diff, "val_acc": acc,
+            # the images whose class changed: how close fp32's own top two were there
+            "largest_fp32_margin_where_they_differ": worst,
+            "median_fp32_margin": float(margin.median()),
+        }  # fmt: skip
     return row
 
 
