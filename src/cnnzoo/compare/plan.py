@@ -32,9 +32,9 @@ DEGRADATION_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 # 32, so 32 pixels is the smallest side that leaves them a 1×1 final map (digits are 8×8 and
 # gain nothing from more); models that need more (AlexNet: 63) get their minimum.
 DEFAULT_SIDE, QUICK_SIDE, DEGRADATION_SIDE = 32, 16, 16
-# 4 epochs keep the default line-up under 15 minutes on 2 CPU cores: measured 11 min 52 s (7.6
-# of training, VGG-11-BN 40% of it; 4.2 of timing, most of it `auto` trying ONNX Runtime), and
-# 14 min 08 s on a slower run; 5 epochs took 15.7 minutes.
+# 4 epochs keep the default line-up under 10 minutes on 2 CPU cores: measured 9 min 5 s on a
+# quiet machine (5.5 of training, VGG-11-BN 37% of it; 2.9 of timing, 0.5 of memory probes);
+# 5 epochs took 15.7 minutes with older, slower code (docs/compare.md).
 DEFAULT_EPOCHS, QUICK_EPOCHS, DEGRADATION_EPOCHS = 4, 2, 12
 # Twice the trainer's 16: half the optimizer steps, a large part of VGG's and AlexNet's time on
 # a CPU (AdamW updating their 100M+ parameters of fully connected layers).
