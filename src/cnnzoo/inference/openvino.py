@@ -1,13 +1,14 @@
 """The OpenVINO backends: ``openvino`` (fp32), ``openvino_bf16`` and ``openvino_int8`` (NNCF
 post-training quantization).
 
-Each reads the model's ONNX file when one is at hand (``optimize``'s ``onnx_file``, or the export
-the ONNX Runtime candidate of the same ``auto`` search made: ``read_model`` then takes well under
-a second), and otherwise converts the torch model directly with ``openvino.convert_model``
-(traced on the example input) rather than exporting one: measured on resnet18 (32 px, batch 4,
-2 threads, loaded machine) the conversion took 4-11 s against 8-19 s for the checked ONNX export
-followed by ``read_model``, and both agreed with eager to 7e-7 (the fp32 rule allows 1e-4). The
-fp32 backend is still checked against eager like every fp32 backend.
+Each reads the model's ONNX file with ``read_model``: the one given to ``optimize``
+(``onnx_file``), else the checked export the call makes once for all its ONNX Runtime and
+OpenVINO backends (:func:`cnnzoo.inference.ort.onnx_file`). Not ``openvino.convert_model`` on
+the torch model, although that sets up faster (4-11 s against 8-19 s for export and read on
+resnet18): NNCF's int8 GoogLeNet from the converted model ran at 222 img/s against 346 from
+the ONNX file (batch 8, 224 px, 2 threads, interleaved; the same from torchvision's own export),
+and bf16 GoogLeNet at batch 1 at 111 against 122; the other models were within noise either
+way. The fp32 backend is checked against eager like every fp32 backend.
 
 Nothing here reads the network: before OpenVINO or NNCF is imported, the ``openvino_telemetry``
 package is made unimportable in this process, so OpenVINO's model converter and NNCF use the
@@ -25,7 +26,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from cnnzoo.errors import InvalidArgumentError
 from cnnzoo.extras import require
 from cnnzoo.inference import backends
 from cnnzoo.inference.backends import Built, Context
+from cnnzoo.inference.ort import onnx_file
 
 NEEDED_BY = "The OpenVINO backends (openvino, openvino_bf16, openvino_int8)"
 # Precision hints by backend: f32 keeps OpenVINO from its default of bf16 on CPUs that have it.
@@ -86,18 +87,11 @@ def _build(ctx: Context, name: str) -> Built:
     if name == "openvino_bf16" and not cpu_bf16(ov):
         raise InvalidArgumentError(backends.NO_BF16.format(backend=name))
     core = ov.Core()
+    path, how = onnx_file(ctx)
     start = time.perf_counter()
-    if ctx.onnx_file is not None:
-        model = core.read_model(str(ctx.onnx_file))
-        how = f"read from the ONNX file {ctx.onnx_file.name}"
-    else:
-        with warnings.catch_warnings():  # the tracer's warnings are about the model, not yours
-            warnings.simplefilter("ignore")
-            model = ov.convert_model(ctx.model, example_input=ctx.example)
-        how = "converted from the torch model"
-    seconds = time.perf_counter() - start
+    model = core.read_model(str(path))
     version = ov.__version__.split("-")[0]
-    note = f"OpenVINO {version} CPU, {how} in {seconds:.1f} s"
+    note = f"OpenVINO {version} CPU, ONNX file {how}, read in {time.perf_counter() - start:.1f} s"
     config = {
         "INFERENCE_NUM_THREADS": ctx.threads,
         "NUM_STREAMS": 1,
