@@ -31,8 +31,8 @@ from cnnzoo.inference import (
     auto,
     fold_batchnorm,
     optimize,
+    ort,
 )
-from cnnzoo.inference import ort
 from cnnzoo.inference.backends import Built
 from tests.conftest import ONE_PER_FAMILY, randomise_bn
 
