@@ -272,23 +272,19 @@ def memory_probe(
 
 
 def _probe_main(args: str) -> None:
-    """The child of :func:`memory_probe`: prints :func:`_probe`'s answer as JSON. A new
-    interpreter, not a fork of one that imported torch already: a forked child's resident set
-    leaves out the library pages only the imports touched (LeNet-5's probe: 535 MB forked, 816
-    MB in a new process), and a user's process has them."""
-    print(json.dumps(_probe(json.loads(args))))
+    """The child of :func:`memory_probe`: the row's build, then its peak resident memory over a
+    few calls, printed as JSON ``[peak MB, resident MB before the calls]``.
 
-
-def _probe(job: dict[str, Any]) -> list[float]:
-    """The row's build, then its peak resident memory over a few calls: ``[peak MB, resident
-    MB before the calls]``.
-
-    Linux resets the peak (``VmHWM``) on writing 5 to ``/proc/self/clear_refs``, so the peak is
-    that of the calls alone, not of the setup (an ONNX export or a compile needs more memory
-    than running does); elsewhere the process's lifetime peak stands in for it.
+    A new interpreter, not a fork of one that imported torch already: a forked child's resident
+    set leaves out the library pages only the imports touched (LeNet-5's probe: 535 MB forked,
+    816 MB in a new process), and a user's process has them. Linux resets the peak (``VmHWM``)
+    on writing 5 to ``/proc/self/clear_refs``, so the peak is that of the calls alone, not of
+    the setup (an ONNX export or a compile needs more memory than running does); elsewhere the
+    process's lifetime peak stands in for it.
     """
     from cnnzoo.inference import optimize
 
+    job = json.loads(args)
     source, backend, batch, threads = job["source"], job["backend"], job["batch"], job["threads"]
     torch.set_num_threads(threads)
     if "weights" in source:
@@ -314,7 +310,7 @@ def _probe(job: dict[str, Any]) -> list[float]:
         Path("/proc/self/clear_refs").write_text("5")
     for _ in range(PROBE_CALLS):
         runner(x)
-    return [_status_mb("VmHWM"), before]
+    print(json.dumps([_status_mb("VmHWM"), before]))
 
 
 def _status_mb(field_name: str) -> float:

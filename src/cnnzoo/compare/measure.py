@@ -25,6 +25,8 @@ import torch
 from cnnzoo.analysis import count_params, model_macs
 from cnnzoo.bench import BenchRow, make_row, memory_probe, time_runners
 
+PROBES_AT_ONCE = 2  # memory probes running side by side (each mostly one busy core)
+
 
 def bench_weights(
     name: str,
@@ -99,9 +101,6 @@ def probe_memory(jobs: Sequence[tuple[BenchRow, dict[str, str]]], threads: int) 
         ]  # fmt: skip
         for (row, _), future in zip(jobs, futures, strict=True):
             row.peak_rss_mb, row.calls_rss_mb = future.result()
-
-
-PROBES_AT_ONCE = 2
 
 
 # The backends that load an ONNX file (optimize's onnx_file); auto tries some of them.

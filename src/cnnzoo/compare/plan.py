@@ -55,8 +55,9 @@ EPOCH_CHECKPOINT_MAX_PARAMS = 25_000_000
 # depthwise, concatenating and many-branch convolutions prefer it). One fp32 training step,
 # batch 32 at their side, 2 threads, channels_last against contiguous (2026-12-02, quiet):
 # EfficientNet-B0 1.99×, MobileNetV2 1.66×, GoogLeNet 1.16×, DenseNet-121 1.15×; the others
-# were as fast or slower (AlexNet 1.04×, VGG-11-BN 0.88×, ResNet-18 0.89×). Only the memory
-# layout changes, not the arithmetic; not with --amp (bf16 with channels_last diverged on a
+# were as fast or slower (AlexNet 1.04×, VGG-11-BN 0.88×, ResNet-18 0.89×). The same
+# arithmetic in another order of additions (a run still learning ends elsewhere: the mobile
+# nets' seed noise, docs/compare.md); not with --amp (bf16 with channels_last diverged on a
 # ResNet-18 on digits: docs/training.md).
 CHANNELS_LAST_FAMILIES = ("efficientnet", "mobilenet", "densenet", "googlenet")
 BENCH_BATCHES = (1, 32)
