@@ -65,9 +65,9 @@ class Context:
         model_name: the registry name when the user gave one (written into ONNX files).
         calibration: images for ``int8`` calibration, or ``None``.
         cuda_dtype: ``"bf16"`` or ``"fp16"``, the autocast type of ``cuda``.
-        onnx_file: an ONNX file of the model that the ONNX Runtime and OpenVINO backends load
-            instead of converting the model again (``optimize``'s ``onnx_file``, or the export
-            the first of them made in this ``optimize`` call: see :mod:`cnnzoo.inference.ort`).
+        onnx_file: the user's ONNX file of the model (``optimize``'s ``onnx_file``), which the
+            ONNX Runtime and OpenVINO backends load instead of exporting the model (without
+            one, the first of them exports once for all: :func:`cnnzoo.inference.ort.onnx_file`).
         folder: a temporary folder for the files of this ``optimize`` call, removed when it
             returns (:meth:`close`).
     """

@@ -71,11 +71,13 @@ def onnx_file(ctx: Context) -> tuple[Path, str]:
     share one export (the dynamo exporter takes 2-15 s per model on 2 cores)."""
     if ctx.onnx_file is not None:
         return ctx.onnx_file, f"loaded from {ctx.onnx_file.name}"
+    if "export" in ctx._memo:  # made by an earlier backend of this call
+        return ctx._memo["export"], "the export of this call"
     path = ctx.folder / "model.onnx"
     report = export_model(
         ctx.model, path, "onnx", input_size=ctx.input_size, model_name=ctx.model_name
     )
-    ctx.onnx_file = path
+    ctx._memo["export"] = path
     seconds = report.export_seconds + report.check_seconds
     return path, f"exported and checked in {seconds:.1f} s"
 
