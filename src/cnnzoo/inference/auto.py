@@ -2,16 +2,18 @@
 
 :func:`measure` times the candidates side by side: a warm-up, then rounds in which every
 candidate runs once, in an order that rotates from round to round, with a short pause before
-each timed call; the median of each candidate's times is its speed. The pause is 20 ms, as in
-``cnnzoo bench``: torch's OpenMP workers keep spinning for a few milliseconds after a call
-returns (measured here: 3.2 ms of CPU time used in the 2 ms after a googlenet call at 32 px, 0.03
-ms after an ONNX Runtime call, whose workers cnnzoo stops), so with the 2 ms pause auto used
-before, an ONNX Runtime candidate timed right after a torch one ran on cores still taken by
-torch's spinning workers. At small inputs, where a call lasts about as long as the spinning,
-that made it 3-5× slower in auto's measurement (6.4 ms against 1.3 ms alone) and auto picked a
-slower torch backend. The choice is cached as one
-small JSON file per key (model, architecture, input shape, batch, threads, machine, versions) in
-``<cache_dir>/inference/``, written atomically.
+each timed call; the median of each candidate's times is its speed. When the two fastest are
+within 5%, a runoff times the two alone for half as long again, and their medians take in those
+calls. The pause is 20 ms, as in ``cnnzoo bench``: torch's OpenMP workers keep spinning for a
+few milliseconds after a call returns (measured here: 3.2 ms of CPU time used in the 2 ms after
+a googlenet call at 32 px, 0.03 ms after an ONNX Runtime call, whose workers cnnzoo stops), so
+with the 2 ms pause auto used before, an ONNX Runtime candidate timed right after a torch one
+ran on cores still taken by torch's spinning workers. At small inputs, where a call lasts about
+as long as the spinning, that made it 3-5× slower in auto's measurement (6.4 ms against 1.3 ms
+alone) and auto picked a slower torch backend.
+
+The choice is cached as one small JSON file per key (model, architecture, input shape, batch,
+threads, machine, versions) in ``<cache_dir>/inference/``, written atomically.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ MIN_ROUNDS, MAX_ROUNDS = 5, 30
 WARMUP = 2  # untimed calls per candidate first (allocator, caches, ORT's first run)
 # Before each timed call: the previous call's spinning workers have gone to sleep (above).
 PAUSE_S = 0.02
+# When the two fastest medians are within RUNOFF_MARGIN, the two run again alone for about
+# BUDGET_S / 2: on 2 shared cores one call's time spreads ±8% (interquartile, MobileNetV2 at
+# batch 1), so a median of about ten calls could not tell ONNX Runtime from OpenVINO 5% apart.
+RUNOFF_MARGIN = 0.05
 CACHE_VERSION = 1
 
 
@@ -56,7 +62,19 @@ def measure(
         per_round += time.perf_counter() - start  # the last warm-up call
     rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / per_round)))
     times = interleaved(runners, x, rounds, PAUSE_S)
-    return {name: statistics.median(t) for name, t in times.items()}
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    if len(names) < 2:
+        return medians
+    first, second = sorted(names, key=lambda name: medians[name])[:2]
+    if medians[second] > medians[first] * (1 + RUNOFF_MARGIN):
+        return medians
+    # A near tie: the two alone for half the budget again; their medians over all their calls.
+    pair = {name: runners[name] for name in (first, second)}
+    per_round = 2 * PAUSE_S + medians[first] + medians[second]
+    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / 2 / per_round)))
+    for name, more in interleaved(pair, x, rounds, PAUSE_S).items():
+        medians[name] = statistics.median(times[name] + more)
+    return medians
 
 
 def fastest(medians: Mapping[str, float]) -> str:
