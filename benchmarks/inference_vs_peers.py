@@ -10,7 +10,9 @@ are, all on torchvision's own model and its own ONNX export:
 - int8: OpenVINO int8 (NNCF post-training quantization, 32 calibration images), and ONNX
   Runtime int8 (cnnzoo's ``int8`` backend: U8S8 QDQ static quantization);
 
-ours are ``optimize(model, "auto", precision=p)`` for fp32, bf16 and int8. Every contender of
+ours are ``optimize(model, "auto", precision=p)`` for fp32, bf16 and int8, each with an empty
+cache of its own, so that ``auto`` measures now (a choice cached by an earlier run, perhaps on a
+busy machine, would be timed instead of the one this run's ``auto`` makes). Every contender of
 a (model, batch) is timed in one run, in rounds in which each runs once, the order rotating from
 round to round; before every timed call the script sleeps PAUSE_S, because ONNX Runtime's
 default session and torch's OpenMP workers keep spinning after a call (cnnzoo's ``auto`` pauses
@@ -146,7 +148,7 @@ def contenders(name: str, batch: int, x: torch.Tensor, calib: torch.Tensor, fold
         start = time.perf_counter()
         runner = optimize(
             ours, "auto", precision=precision, example_input=x, threads=THREADS,
-            model_name=name, calibration=calib,
+            model_name=name, calibration=calib, cache_dir=folder / f"cache-{name}-{batch}",
         )  # fmt: skip
         setup[precision] = time.perf_counter() - start
         ours_runners[f"cnnzoo {precision}"] = runner
@@ -154,12 +156,13 @@ def contenders(name: str, batch: int, x: torch.Tensor, calib: torch.Tensor, fold
     return runners, ours_runners, setup
 
 
-def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
+def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    """Each runner's quartiles of one call's seconds: (25th percentile, median, 75th)."""
     for runner in runners.values():
         for _ in range(2):
             runner(x)
     times = interleaved(runners, x, rounds, PAUSE_S)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.quantiles(t, n=4) for name, t in times.items()}
 
 
 def matmul_rates(n: int = 2048, repeats: int = 7) -> dict[str, float]:
@@ -230,12 +233,16 @@ def main() -> None:
             for batch in batches:
                 x = torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
                 runners, ours, setup = contenders(name, batch, x, calib, Path(tmp))
-                medians = time_rounds(runners, x, args.rounds)
+                quartiles = time_rounds(runners, x, args.rounds)
+                medians = {k: q[1] for k, q in quartiles.items()}
                 ips = {k: batch / v for k, v in medians.items()}
                 ort = ips["ONNX Runtime fp32"]
                 row = {
                     "model": name, "batch": batch,
-                    "img_per_s": ips, "ratio_to_ort_fp32": {k: v / ort for k, v in ips.items()},
+                    "img_per_s": ips,
+                    "ms_quartiles": {k: [round(1e3 * t, 3) for t in q]
+                                     for k, q in quartiles.items()},
+                    "ratio_to_ort_fp32": {k: v / ort for k, v in ips.items()},
                     "picked": {k: r.backend for k, r in ours.items()},
                     "setup_s": setup,
                     "accuracy_on_calibration": {

@@ -9,6 +9,11 @@ how close fp32's own first two classes were there (a barely trained network has 
 which any rounding can flip). No timing: this may run on a busy machine.
 
     .venv/bin/python benchmarks/precision_agreement.py --compare runs/compare
+
+or for any weights trained on digits (e.g. the mobile nets trained until they converge):
+
+    .venv/bin/python benchmarks/precision_agreement.py --weights runs/mnv2/model.safetensors \
+        --out benchmarks/results/precision_agreement_converged.json
 """
 
 from __future__ import annotations
@@ -64,13 +69,20 @@ def measure(weights: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--compare", default=str(ROOT / "runs/compare"))
+    parser.add_argument("--weights", nargs="+", help="model.safetensors files instead of --compare")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/precision_agreement.json"))
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    runs = sorted(Path(args.compare).glob("runs/*/model.safetensors"))
+    if args.weights:
+        runs, source = [Path(w) for w in args.weights], {"weights": args.weights}
+    else:
+        runs, source = (
+            sorted(Path(args.compare).glob("runs/*/model.safetensors")),
+            {"compare": str(args.compare)},
+        )
     if not runs:
         sys.exit(f"no runs/<model>/model.safetensors under {args.compare}: run cnnzoo compare")
-    results: dict = {**environment(THREADS), "compare": str(args.compare), "rows": []}
+    results: dict = {**environment(THREADS), **source, "rows": []}
     for weights in runs:
         row = measure(weights)
         results["rows"].append(row)

@@ -43,6 +43,7 @@ from cnnzoo.fileio import (
 from cnnzoo.models import get_spec
 from cnnzoo.progress import Reporter
 from cnnzoo.training import checkpoint, distributed, resume, runfolder
+from cnnzoo.training.amp import guard_bf16_convolutions
 from cnnzoo.training.config import TrainConfig, training_options
 from cnnzoo.training.loop import EpochStats, EvalStats, Position, evaluate, train_one_epoch
 from cnnzoo.training.optim import build_optimizer, build_scheduler
@@ -316,9 +317,7 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
     )  # fmt: skip
     notes = [*data.notes, f"image side {image_size}: {size_rule}"]
     model, data = _build_model(config, options, data, notes)
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _place(model, config, device)
     if config.amp and device.type == "cpu":
         notes.append(
             "--amp: bfloat16 autocast in training and validation, fp32 weights and optimizer"
@@ -331,6 +330,18 @@ def _build(config: TrainConfig, log, device: torch.device, info: distributed.Dis
         config, info, device, out, options, image_size, data, model, optimizer, scheduler,
         train_sampler, val_loader, per_rank_batch, notes,
     )  # fmt: skip
+
+
+def _place(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
+    """The model on ``device``, channels_last if asked, and with ``--amp`` on the CPU the
+    convolutions whose bf16 weight gradient torch gets wrong on one-pixel maps guarded
+    (:mod:`cnnzoo.training.amp`)."""
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.amp and device.type == "cpu":
+        guard_bf16_convolutions(model)
+    return model
 
 
 def _optimization(
@@ -721,9 +732,8 @@ def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[
     model = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans,
         **_model_options(config, spec),
-    ).to(device)  # fmt: skip
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    )
+    model = _place(model, config, device)
     optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
     scheduler = build_scheduler(optimizer, "constant", epochs=1, steps_per_epoch=steps)
     loader = torch.utils.data.DataLoader(
