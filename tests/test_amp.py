@@ -73,6 +73,7 @@ def test_amp_trains_on_the_cpu_and_resumes_across_its_toggles(toggled):
         [True, False], [False, True], None
     ]  # fmt: skip
     assert any(n.startswith("--amp: bfloat16 autocast") for n in results[0].notes)
+    assert any(n.startswith("--amp without --channels-last") for n in results[0].notes)
     assert not any(n.startswith("--amp") for n in results[1].notes)
     # Autocast computes in bf16 and keeps the weights in fp32: checkpoint and weights are fp32.
     state = torch.load(out / "last.pt", weights_only=True)

@@ -57,8 +57,8 @@ EPOCH_CHECKPOINT_MAX_PARAMS = 25_000_000
 # EfficientNet-B0 1.99×, MobileNetV2 1.66×, GoogLeNet 1.16×, DenseNet-121 1.15×; the others
 # were as fast or slower (AlexNet 1.04×, VGG-11-BN 0.88×, ResNet-18 0.89×). The same
 # arithmetic in another order of additions (a run still learning ends elsewhere: the mobile
-# nets' seed noise, docs/compare.md); not with --amp (bf16 with channels_last diverged on a
-# ResNet-18 on digits: docs/training.md).
+# nets' seed noise, docs/compare.md); not with --amp, whose layouts were not measured at these
+# shapes (bf16 made no model's step faster here: docs/benchmarks.md).
 CHANNELS_LAST_FAMILIES = ("efficientnet", "mobilenet", "densenet", "googlenet")
 BENCH_BATCHES = (1, 32)
 BENCH_ROUNDS, QUICK_BENCH_ROUNDS = 10, 5
