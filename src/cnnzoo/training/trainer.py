@@ -734,11 +734,11 @@ def step_seconds(config: TrainConfig, data: DataBundle, steps: int = 4) -> list[
     shape = (steps * config.batch_size, data.in_chans, side, side)
     images = torch.randn(shape, generator=generator)
     labels = torch.randint(data.num_classes, (shape[0],), generator=generator)
-    model = create_model(
+    built = create_model(
         config.model, num_classes=data.num_classes, in_chans=data.in_chans,
         **_model_options(config, spec),
-    )
-    model = _place(model, config, device)
+    )  # fmt: skip
+    model = _place(built, config, device)
     optimizer = build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=0.0)
     scheduler = build_scheduler(optimizer, "constant", epochs=1, steps_per_epoch=steps)
     loader = torch.utils.data.DataLoader(
