@@ -16,7 +16,8 @@ busy machine, would be timed instead of the one this run's ``auto`` makes). Ever
 a (model, batch) is timed in one run, in rounds in which each runs once, the order rotating from
 round to round; before every timed call the script sleeps PAUSE_S, because ONNX Runtime's
 default session and torch's OpenMP workers keep spinning after a call (cnnzoo's ``auto`` pauses
-20 ms for the same reason). Figures are medians.
+20 ms for the same reason). Figures are medians; each ratio against the best peer is given as
+the ratio of the medians and, under ``paired``, as the median of the same-round ratios.
 
 Then: the bf16 and fp32 matmul rates of this machine (torch.mm on 2048² matrices) against
 resnet50's achieved bf16 GFLOP/s, and the top-1 agreement of bf16 and int8 with fp32 for a
@@ -157,12 +158,20 @@ def contenders(name: str, batch: int, x: torch.Tensor, calib: torch.Tensor, fold
 
 
 def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, list[float]]:
-    """Each runner's quartiles of one call's seconds: (25th percentile, median, 75th)."""
+    """Each runner's seconds per call, round by round (index i: round i)."""
     for runner in runners.values():
         for _ in range(2):
             runner(x)
-    times = interleaved(runners, x, rounds, PAUSE_S)
-    return {name: statistics.quantiles(t, n=4) for name, t in times.items()}
+    return interleaved(runners, x, rounds, PAUSE_S)
+
+
+def paired_ratio(times: dict[str, list[float]], ours: str, peers: tuple[str, ...]) -> float:
+    """Speed of ``ours`` relative to the best of ``peers`` (the one of smallest median), as the
+    median over rounds of the peer's time over ours in the same round: a slow spell of the
+    machine that spans a round slows both, and cancels, where the ratio of two medians keeps
+    it."""
+    best = min(peers, key=lambda p: statistics.median(times[p]))
+    return statistics.median(p / o for p, o in zip(times[best], times[ours], strict=True))
 
 
 def matmul_rates(n: int = 2048, repeats: int = 7) -> dict[str, float]:
@@ -233,7 +242,8 @@ def main() -> None:
             for batch in batches:
                 x = torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
                 runners, ours, setup = contenders(name, batch, x, calib, Path(tmp))
-                quartiles = time_rounds(runners, x, args.rounds)
+                times = time_rounds(runners, x, args.rounds)
+                quartiles = {k: statistics.quantiles(t, n=4) for k, t in times.items()}
                 medians = {k: q[1] for k, q in quartiles.items()}
                 ips = {k: batch / v for k, v in medians.items()}
                 ort = ips["ONNX Runtime fp32"]
@@ -251,6 +261,11 @@ def main() -> None:
                     "fp32_vs_best_peer": ips["cnnzoo fp32"] / max(ips[p] for p in FP32_PEERS),
                     "bf16_vs_best_peer": ips["cnnzoo bf16"] / max(ips[p] for p in BF16_PEERS),
                     "int8_vs_openvino_int8": ips["cnnzoo int8"] / ips[INT8_PEERS[0]],
+                    "paired": {
+                        "fp32_vs_best_peer": paired_ratio(times, "cnnzoo fp32", FP32_PEERS),
+                        "bf16_vs_best_peer": paired_ratio(times, "cnnzoo bf16", BF16_PEERS),
+                        "int8_vs_openvino_int8": paired_ratio(times, "cnnzoo int8", INT8_PEERS),
+                    },
                 }  # fmt: skip
                 if name == "resnet50":
                     macs = cnnzoo.analysis.model_macs(cnnzoo.create_model(name), (3, SIZE, SIZE))
