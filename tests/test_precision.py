@@ -209,114 +209,96 @@ def test_fastest_breaks_a_tie_for_the_first_listed():
     assert auto.fastest({"eager": 2.0, "onnxruntime": 1.0, "openvino": 1.0}) == "onnxruntime"
 
 
-def test_measure_pauses_between_calls_and_counts_them_in_its_budget(monkeypatch):
-    """A fake clock: each call takes its runner's time, each pause its length; measure gives the
-    medians of those times, and its rounds fit the budget with the pauses included."""
-    clock = [0.0]
-    pauses = []
-    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
+class FakeClock:
+    """auto's clock, advanced only by the fake runners' calls and the pauses (recorded)."""
 
-    def sleep(seconds):
-        pauses.append(seconds)
-        clock[0] += seconds
+    def __init__(self, monkeypatch) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+        self.calls: dict[str, int] = {}
+        monkeypatch.setattr(auto.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(auto.time, "sleep", self.sleep)
 
-    monkeypatch.setattr(auto.time, "sleep", sleep)
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
 
-    def taking(seconds):
+    def runner(self, name: str, seconds: float, later: float | None = None, after: int = 0):
+        """A runner taking ``seconds`` a call, or ``later`` after its first ``after`` calls."""
+        self.calls[name] = 0
+
         def run(x):
-            clock[0] += seconds
+            self.calls[name] += 1
+            late = later is not None and self.calls[name] > after
+            self.now += later if late else seconds
 
         return run
 
-    runners = {"torch": taking(0.004), "ort": taking(0.001)}
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    return FakeClock(monkeypatch)
+
+
+def test_measure_pauses_between_calls_and_counts_them_in_its_budget(clock):
+    """Each call takes its runner's time, each pause its length; measure gives the medians of
+    those times, and its rounds fit the budget with the pauses included."""
+    runners = {"torch": clock.runner("torch", 0.004), "ort": clock.runner("ort", 0.001)}
     medians = auto.measure(runners, None)
     assert medians == pytest.approx({"torch": 0.004, "ort": 0.001})
     assert auto.fastest(medians) == "ort"
     # one round: 5 ms of calls + 2 pauses of 20 ms → 2 s / 45 ms = 44 rounds, capped at 30
-    assert len(pauses) == 2 * auto.MAX_ROUNDS and set(pauses) == {auto.PAUSE_S}
+    assert len(clock.pauses) == 2 * auto.MAX_ROUNDS and set(clock.pauses) == {auto.PAUSE_S}
     assert auto.PAUSE_S >= 0.02  # longer than torch's workers spin after a call
 
 
-def test_a_near_tie_goes_to_a_runoff_of_the_two_fastest(monkeypatch):
-    """A fake clock: 'ort' and 'openvino' tie in the first rounds (each 10 ms), then in the
-    runoff 'openvino' takes 9 ms; the slow third is not timed again. The runoff's calls join the
-    first rounds' in the medians, so openvino wins by its median over all its calls."""
-    clock = [0.0]
-    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(auto.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    calls = {"torch": 0, "ort": 0, "openvino": 0}
+def test_a_near_tie_goes_to_a_runoff_of_the_two_fastest(clock, monkeypatch):
+    """'ort' and 'openvino' tie in the first rounds (each 10 ms), then in the runoff 'openvino'
+    takes 9 ms; the slow third is not timed again. The runoff's calls join the first rounds' in
+    the medians, so openvino wins by its median over all its calls."""
     first_stage = auto.WARMUP + 10  # calls of each before the runoff (10 rounds, below)
-
-    def taking(name, seconds, later=None):
-        def run(x):
-            calls[name] += 1
-            late = later is not None and calls[name] > first_stage
-            clock[0] += later if late else seconds
-
-        return run
-
     runners = {
-        "torch": taking("torch", 0.030),
-        "ort": taking("ort", 0.010),
-        "openvino": taking("openvino", 0.010, later=0.009),
+        "torch": clock.runner("torch", 0.030),
+        "ort": clock.runner("ort", 0.010),
+        "openvino": clock.runner("openvino", 0.010, later=0.009, after=first_stage),
     }
     # one round: 50 ms of calls + 3 pauses of 20 ms = 110 ms → 10 rounds in a 1.1 s budget
     monkeypatch.setattr(auto, "BUDGET_S", 1.1)
     medians = auto.measure(runners, None)
     # the runoff: 20 ms of medians + 2 pauses = 60 ms a round → 0.55 s / 60 ms = 9 rounds
-    assert calls == {"torch": first_stage, "ort": first_stage + 9, "openvino": first_stage + 9}
+    assert clock.calls == {
+        "torch": first_stage, "ort": first_stage + 9, "openvino": first_stage + 9
+    }  # fmt: skip
     assert medians["torch"] == pytest.approx(0.030) and medians["ort"] == pytest.approx(0.010)
     assert medians["openvino"] == pytest.approx(0.010)  # 10 × 10 ms and 9 × 9 ms: median 10
     assert auto.fastest(medians) == "ort"  # a tie by median: the first listed
 
 
-def test_a_runoff_can_overturn_the_first_rounds(monkeypatch):
+def test_a_runoff_can_overturn_the_first_rounds(clock, monkeypatch):
     """Four candidates; ort (10 ms) leads openvino (10.1 ms) in the first 10 rounds, but in the
     runoff of the two, 13 rounds, openvino takes 9 ms: its median over all 23 calls is 9 ms."""
-    clock = [0.0]
-    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(auto.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    calls = dict.fromkeys(("eager", "fused", "ort", "openvino"), 0)
     first_stage = auto.WARMUP + 10
-
-    def taking(name, seconds, later=None):
-        def run(x):
-            calls[name] += 1
-            clock[0] += later if later and calls[name] > first_stage else seconds
-
-        return run
-
     runners = {
-        "eager": taking("eager", 0.030),
-        "fused": taking("fused", 0.030),
-        "ort": taking("ort", 0.010),
-        "openvino": taking("openvino", 0.0101, later=0.009),
+        "eager": clock.runner("eager", 0.030),
+        "fused": clock.runner("fused", 0.030),
+        "ort": clock.runner("ort", 0.010),
+        "openvino": clock.runner("openvino", 0.0101, later=0.009, after=first_stage),
     }
     # one round: 80.1 ms of calls + 4 pauses of 20 ms → 10 rounds in 1.61 s; the runoff:
     # 20.1 ms + 2 pauses → 0.805 s / 60.1 ms = 13 rounds
     monkeypatch.setattr(auto, "BUDGET_S", 1.61)
     medians = auto.measure(runners, None)
-    assert calls["ort"] == calls["openvino"] == first_stage + 13
+    assert clock.calls["ort"] == clock.calls["openvino"] == first_stage + 13
     assert medians["openvino"] == pytest.approx(0.009) and medians["ort"] == pytest.approx(0.010)
     assert auto.fastest(medians) == "openvino"
 
 
-def test_no_runoff_when_the_fastest_leads_by_more_than_the_margin(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(auto.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(auto.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    count = {"a": 0, "b": 0}
-
-    def taking(name, seconds):
-        def run(x):
-            count[name] += 1
-            clock[0] += seconds
-
-        return run
-
+def test_no_runoff_when_the_fastest_leads_by_more_than_the_margin(clock):
     lead = 1 + auto.RUNOFF_MARGIN + 0.01
-    medians = auto.measure({"a": taking("a", 0.010), "b": taking("b", 0.010 * lead)}, None)
-    assert count["a"] == count["b"] == auto.WARMUP + auto.MAX_ROUNDS  # 2 s / 61 ms: 30 rounds
+    runners = {"a": clock.runner("a", 0.010), "b": clock.runner("b", 0.010 * lead)}
+    medians = auto.measure(runners, None)
+    # 2 s / 61 ms: 30 rounds
+    assert clock.calls["a"] == clock.calls["b"] == auto.WARMUP + auto.MAX_ROUNDS
     assert auto.fastest(medians) == "a"
 
 

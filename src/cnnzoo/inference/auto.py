@@ -60,8 +60,7 @@ def measure(
             start = time.perf_counter()
             runners[name](x)
         per_round += time.perf_counter() - start  # the last warm-up call
-    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / per_round)))
-    times = interleaved(runners, x, rounds, PAUSE_S)
+    times = interleaved(runners, x, _rounds(BUDGET_S, per_round), PAUSE_S)
     medians = {name: statistics.median(t) for name, t in times.items()}
     if len(names) < 2:
         return medians
@@ -71,10 +70,14 @@ def measure(
     # A near tie: the two alone for half the budget again; their medians over all their calls.
     pair = {name: runners[name] for name in (first, second)}
     per_round = 2 * PAUSE_S + medians[first] + medians[second]
-    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / 2 / per_round)))
-    for name, more in interleaved(pair, x, rounds, PAUSE_S).items():
+    for name, more in interleaved(pair, x, _rounds(BUDGET_S / 2, per_round), PAUSE_S).items():
         medians[name] = statistics.median(times[name] + more)
     return medians
+
+
+def _rounds(budget_s: float, per_round: float) -> int:
+    """How many rounds of ``per_round`` seconds fit in ``budget_s``, within the bounds."""
+    return min(MAX_ROUNDS, max(MIN_ROUNDS, int(budget_s / per_round)))
 
 
 def fastest(medians: Mapping[str, float]) -> str:
