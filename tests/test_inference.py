@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -461,6 +462,31 @@ def test_onnxruntime_workers_spin_only_while_a_run_lasts(backend, monkeypatch):
     # ONNX Runtime's default spins on after a run: without the entry the check above fails.
     with pytest.raises(RuntimeError, match="force_spinning_stop"):
         onnxruntime.SessionOptions().get_session_config_entry("session.force_spinning_stop")
+
+
+def test_an_engine_runner_takes_any_float_batch_and_leaves_torch_alone(monkeypatch):
+    """ONNX Runtime and OpenVINO runners convert the batch themselves, touching torch as little
+    as they can (each torch call costs up to 0.1 ms on a call after a pause): no thread switch,
+    no inference mode, no copy of a float32 CPU batch; any other float batch still works."""
+    from cnnzoo.onnxrt import as_array
+
+    model = create_model("lenet5").eval()
+    runner = optimize(model, "onnxruntime", example_input=X, threads=2)
+    assert not runner.runs_torch
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: pytest.fail("threads were set"))
+    for batch in (
+        x.double(),
+        x.clone().requires_grad_(),
+        x.contiguous(memory_format=torch.channels_last),
+    ):
+        got = runner(batch)
+        _assert_parity(got, want)
+        assert not got.is_inference()  # usable in code that records autograd
+    assert np.shares_memory(as_array(x), x.numpy())
+    assert as_array(x.double()).dtype == np.float32
 
 
 # --- int8 on a network trained here -------------------------------------------------------

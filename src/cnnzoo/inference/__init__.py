@@ -297,6 +297,7 @@ def _build(name: str, ctx: Context, want: torch.Tensor) -> tuple[Runner, str | N
         built.device,
         len(ctx.example),
         note=built.note,
+        runs_torch=built.runs_torch,
     )
     got = runner(ctx.example)
     if built.exact:

@@ -119,12 +119,17 @@ class Built:
     """A backend ready to run.
 
     Attributes:
-        run: batch → logits; called under ``torch.inference_mode`` with torch's threads set.
+        run: batch → logits; called under ``torch.inference_mode`` with torch's threads set
+            and a float32 CPU batch (for the CPU backends), unless ``runs_torch`` is False:
+            then with any float batch, which it converts itself (``onnxrt.as_array``).
         note: what it does, in a few words (for ``describe()``).
         same_as: the backend this one is identical to here (``fused`` without anything to
             fold is ``eager``); ``auto`` does not time it twice.
         device: ``"cpu"``, or ``"cuda"`` for the GPU path (which moves inputs itself).
         exact: whether it must pass the parity check with eager (False for int8 and cuda).
+        runs_torch: False for ONNX Runtime and OpenVINO, which compute on threads of their
+            own: their calls skip torch's thread setting and inference mode, each worth ~0.1 ms
+            of cold caches on a call that follows a pause.
     """
 
     run: Callable[[torch.Tensor], torch.Tensor]
@@ -132,6 +137,7 @@ class Built:
     same_as: str | None = None
     device: str = "cpu"
     exact: bool = True
+    runs_torch: bool = True
 
 
 def build_eager(ctx: Context) -> Built:

@@ -35,6 +35,7 @@ from cnnzoo.extras import require
 from cnnzoo.inference import backends
 from cnnzoo.inference.backends import Built, Context
 from cnnzoo.inference.ort import onnx_file
+from cnnzoo.onnxrt import as_array
 
 NEEDED_BY = "The OpenVINO backends (openvino, openvino_bf16, openvino_int8)"
 # Precision hints by backend: f32 keeps OpenVINO from its default of bf16 on CPUs that have it.
@@ -116,11 +117,11 @@ def _build(ctx: Context, name: str) -> Built:
             shaped.reshape({shaped.inputs[0].any_name: [batch, *ctx.input_size]})
             compiled[batch] = core.compile_model(shaped, "CPU", config).create_infer_request()
         request = compiled[batch]
-        request.infer({0: x.contiguous().numpy()}, share_inputs=True)
+        request.infer({0: as_array(x)}, share_inputs=True)
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
     run(ctx.example)  # compiles for the example's batch now, inside the setup time
-    return Built(run, note, exact=name == "openvino")
+    return Built(run, note, exact=name == "openvino", runs_torch=False)
 
 
 def _quantize(model: Any, ctx: Context) -> Any:

@@ -90,7 +90,7 @@ def build_onnxruntime(ctx: Context) -> Built:
         f"ONNX opset {ONNX_OPSET} ({how}), CPUExecutionProvider, workers stop spinning when a "
         "run returns"
     )
-    return Built(lambda x: run_onnx(session, x), note)
+    return Built(lambda x: run_onnx(session, x), note, runs_torch=False)
 
 
 def build_int8(ctx: Context) -> Built:
@@ -132,7 +132,7 @@ def build_int8(ctx: Context) -> Built:
         f"ONNX Runtime int8 (QDQ, u8 activations, {weights} per-channel weights, calibrated on "
         f"{len(ctx.calibration)} images), workers stop spinning when a run returns"
     )
-    return Built(lambda x: run_onnx(session, x), note, exact=False)
+    return Built(lambda x: run_onnx(session, x), note, exact=False, runs_torch=False)
 
 
 def _has_vnni() -> bool:
