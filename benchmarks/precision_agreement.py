@@ -8,6 +8,12 @@ largest |Δlogit|, the validation accuracy of both, and, for the images whose to
 how close fp32's own first two classes were there (a barely trained network has many near-ties,
 which any rounding can flip). No timing: this may run on a busy machine.
 
+Beside them, a diagnostic that needs no engine: the model with only its weights rounded to int8
+(per output channel, symmetric, as both int8 backends round them; BatchNorm's folding scales
+each output channel, so rounding before folding is the same) and everything else in fp32. When
+that alone changes predictions, the network itself is fragile: no activation quantizer can do
+better than it.
+
     .venv/bin/python benchmarks/precision_agreement.py --compare runs/compare
 
 or for any weights trained on digits (e.g. the mobile nets trained until they converge):
@@ -19,6 +25,7 @@ or for any weights trained on digits (e.g. the mobile nets trained until they co
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -35,6 +42,18 @@ BACKENDS = ("bf16", "openvino_bf16", "int8", "openvino_int8")
 THREADS = 2
 
 
+def int8_weights_only(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose convolution and linear weights are rounded to int8, one scale
+    per output channel (the largest |w| maps to 127); activations stay fp32."""
+    rounded = copy.deepcopy(model).eval()
+    for module in rounded.modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            w = module.weight.data
+            scale = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 127
+            module.weight.data = (w / scale).round().clamp(-127, 127) * scale
+    return rounded
+
+
 def measure(weights: Path) -> dict:
     model, report = load_weights(None, weights)
     data = load_dataset("digits", preprocessing=model.pretrained_cfg)
@@ -47,11 +66,14 @@ def measure(weights: Path) -> dict:
     top2 = logits.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]  # how far fp32's first class is ahead of its second
     row = {"model": report.model, "images": len(val), "fp32_val_acc": fp32, "backends": {}}
-    for backend in BACKENDS:
-        runner = optimize(
-            model, backend, example_input=val[:8], calibration=calibration, threads=THREADS,
-            model_name=report.model,
-        )  # fmt: skip
+    for backend in (*BACKENDS, "int8_weights_only"):
+        if backend == "int8_weights_only":
+            runner = int8_weights_only(model)
+        else:
+            runner = optimize(
+                model, backend, example_input=val[:8], calibration=calibration,
+                threads=THREADS, model_name=report.model,
+            )  # fmt: skip
         top1, diff = agreement(runner, model, val)
         reduced = runner(val).argmax(1)
         acc = float((reduced == labels).float().mean())
@@ -87,7 +109,7 @@ def main() -> None:
         row = measure(weights)
         results["rows"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    every = [b["top1_agreement"] for r in results["rows"] for b in r["backends"].values()]
+    every = [r["backends"][b]["top1_agreement"] for r in results["rows"] for b in BACKENDS]
     results["lowest_top1_agreement"] = min(every)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
