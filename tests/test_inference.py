@@ -487,6 +487,8 @@ def test_an_engine_runner_takes_any_float_batch_and_leaves_torch_alone(monkeypat
         assert not got.is_inference()  # usable in code that records autograd
     assert np.shares_memory(as_array(x), x.numpy())
     assert as_array(x.double()).dtype == np.float32
+    rounded = x.bfloat16()  # a float type NumPy lacks
+    assert np.array_equal(as_array(rounded), rounded.float().numpy())
 
 
 # --- int8 on a network trained here -------------------------------------------------------

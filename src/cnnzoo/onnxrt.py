@@ -61,8 +61,8 @@ def as_array(x: torch.Tensor) -> Any:
     caches are cold (measured after 50 ms idle), and a batch-1 int8 GoogLeNet runs in 5 ms."""
     try:
         array = x.numpy()  # a CPU tensor without grad: no copy
-    except (RuntimeError, TypeError):  # one that needs grad, or one on a GPU
-        array = x.detach().cpu().numpy()
+    except (RuntimeError, TypeError):  # one that needs grad, on a GPU, or bfloat16
+        array = x.detach().to("cpu", torch.float32).numpy()
     if array.dtype != np.float32 or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array, dtype=np.float32)
     return array

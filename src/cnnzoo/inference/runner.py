@@ -67,7 +67,8 @@ class Runner:
     """A model made ready for fast inference: call it on a batch ``(N, C, H, W)`` to get logits.
 
     The batch size may differ from call to call; ``(C, H, W)`` is that of the example input.
-    Each call sets torch's thread count to ``threads`` and restores it afterwards.
+    Each call of a torch backend sets torch's thread count to ``threads`` and restores it
+    afterwards (ONNX Runtime and OpenVINO have threads of their own).
 
     Attributes:
         backend: the backend that runs (for ``auto``: the one it picked).
