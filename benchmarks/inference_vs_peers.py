@@ -10,7 +10,9 @@ are, all on torchvision's own model and its own ONNX export:
 - int8: OpenVINO int8 (NNCF post-training quantization, 32 calibration images), and ONNX
   Runtime int8 (cnnzoo's ``int8`` backend: U8S8 QDQ static quantization);
 
-ours are ``optimize(model, "auto", precision=p)`` for fp32, bf16 and int8, each with an empty
+ours are ``optimize(model, "auto", precision=p)`` for fp32, bf16 and int8 (int8 is the lowest
+precision allowed: auto measures the bf16 engines beside the int8 ones, and ``picked`` says
+which ran; the int8 column is then what a user asking for int8 gets), each with an empty
 cache of its own, so that ``auto`` measures now (a choice cached by an earlier run, perhaps on a
 busy machine, would be timed instead of the one this run's ``auto`` makes). Every contender of
 a (model, batch) is timed in one run, in rounds in which each runs once, the order rotating from

@@ -205,6 +205,68 @@ def test_auto_keeps_the_smallest_median(monkeypatch, tmp_path, fast, slow):
     assert timed == {fast: 1.0, slow: 3.0}
 
 
+def fake_engines(monkeypatch, names):
+    """Builders for ``names`` that run the model as it is (no engine to set up), as reduced
+    runners are (measured against fp32, no parity check)."""
+
+    def build(ctx, name):
+        return backends.Built(ctx.model, f"fake {name}", exact=False)
+
+    for name in names:
+        monkeypatch.setitem(cnnzoo.inference.BUILDERS, name, lambda ctx, n=name: build(ctx, n))
+
+
+@pytest.mark.parametrize(
+    ("times", "backend", "precision"),
+    [
+        ({"openvino_int8": 2e-3, "int8": 3e-3, "openvino_bf16": 1e-3, "bf16": 4e-3},
+         "openvino_bf16", "bf16"),
+        ({"openvino_int8": 2e-3, "int8": 1e-3, "openvino_bf16": 3e-3, "bf16": 4e-3},
+         "int8", "int8"),
+        # int8 faster, but by less than auto's 5% margin: the more accurate bf16 is kept
+        ({"openvino_int8": 1e-3, "int8": 3e-3, "openvino_bf16": 1.04e-3, "bf16": 4e-3},
+         "openvino_bf16", "bf16"),
+        ({"openvino_int8": 1e-3, "int8": 3e-3, "openvino_bf16": 1.06e-3, "bf16": 4e-3},
+         "openvino_int8", "int8"),
+    ],
+)  # fmt: skip
+def test_auto_int8_keeps_bf16_where_it_is_faster_and_says_why(
+    monkeypatch, tmp_path, setup, times, backend, precision
+):
+    model, calibration, _ = setup
+    fake_engines(monkeypatch, times)
+    monkeypatch.setattr(auto, "measure", lambda runners, x: times)
+    kwargs = dict(precision="int8", example_input=X, calibration=calibration, cache_dir=tmp_path)
+    for chosen_by in ("auto", "auto (cached)"):  # the cached choice says it again
+        runner = optimize(model, **kwargs)
+        assert (runner.backend, runner.precision, runner.chosen_by) == (
+            backend, precision, chosen_by)  # fmt: skip
+        assert {c.name for c in runner.measurements} == set(times)
+        if precision == "int8":
+            assert "allows" not in runner.note
+        elif times["openvino_bf16"] < times["openvino_int8"]:
+            why = "; bf16 (1 ms) ran faster than int8 (openvino_int8 2 ms), and int8 allows it"
+            assert runner.note.endswith(why), runner.note
+        else:
+            why = "; bf16 (1.04 ms) ran as fast as (within 5%) int8 (openvino_int8 1 ms), and"
+            assert runner.note.endswith(f"{why} int8 allows it"), runner.note
+        assert runner.accuracy is not None and runner.accuracy.images == len(calibration)
+
+
+def test_auto_int8_on_a_cpu_without_bf16_drops_the_bf16_engines(monkeypatch, tmp_path, setup):
+    model, calibration, _ = setup
+    monkeypatch.setattr(backends, "bf16_capable", lambda: False)
+    fake_engines(monkeypatch, ["openvino_int8", "int8"])
+    monkeypatch.setattr(auto, "measure", lambda runners, x: dict.fromkeys(runners, 1e-3))
+    runner = optimize(
+        model, precision="int8", example_input=X, calibration=calibration, cache_dir=tmp_path
+    )
+    assert runner.backend == "openvino_int8" and runner.precision == "int8"
+    dropped = {c.name: c.error for c in runner.measurements if c.error}
+    assert set(dropped) == {"openvino_bf16", "bf16"}
+    assert all("needs a CPU with bfloat16 instructions" in e for e in dropped.values())
+
+
 def test_fastest_breaks_a_tie_for_the_first_listed():
     assert auto.fastest({"eager": 2.0, "onnxruntime": 1.0, "openvino": 1.0}) == "onnxruntime"
 
