@@ -111,7 +111,7 @@ AUTO_CANDIDATES = (
 # arithmetic the user allows, so int8 also measures the bf16 engines: on this AMX CPU the
 # depthwise networks ran faster in bf16 than fully quantized (EfficientNet-B0 1.3-1.5x,
 # MobileNetV2 1.1-1.2x at 224 px) and agreed better with fp32, and where int8 pays (ResNet,
-# GoogLeNet, DenseNet: 1.5-2x bf16) it is still picked. bf16 does not measure fp32: on a CPU
+# GoogLeNet, DenseNet: 1.3-1.9x bf16) it is still picked. bf16 does not measure fp32: on a CPU
 # with bf16 it is never the faster, and on one without, auto falls back to fp32 (optimize).
 # A bf16 engine within 5% of the fastest int8 one is kept instead (_prefer_higher_precision).
 AUTO_REDUCED = {
@@ -149,9 +149,8 @@ def optimize(
             backend's own, or fp32 for ``auto``. For ``auto`` it is the lowest arithmetic
             allowed: ``"int8"`` measures the bf16 engines beside the int8 ones and keeps the
             fastest, or bf16 when it is within 5% of int8 (``runner.precision`` says which
-            it runs, its note why). With ``auto``
-            and ``"bf16"`` on a CPU without bf16 instructions, auto falls back to fp32 and the
-            runner's note says so.
+            it runs, its note why). With ``auto`` and ``"bf16"`` on a CPU without bf16
+            instructions, auto falls back to fp32 and the runner's note says so.
         example_input: a batch ``(N, C, H, W)`` like those the runner will get: it fixes
             ``(C, H, W)``, is what ``auto`` times (so ``N`` is the batch size it optimizes for)
             and what the parity check runs on.
@@ -352,7 +351,7 @@ def _auto(
         else:
             runner.chosen_by, runner.cache_file = "auto (cached)", path
             runner.measurements = auto.cached_candidates(entry)
-            runner.note += _higher_precision(runner, precision)
+            runner.note += _why_higher_precision(runner, precision)
             return runner
     candidates: list[Candidate] = []
     runners: dict[str, Runner] = {}
@@ -380,7 +379,7 @@ def _auto(
     best = _prefer_higher_precision(best, medians, precision)
     chosen = runners[best]
     chosen.chosen_by, chosen.measurements, chosen.cache_file = "auto", candidates, path
-    chosen.note += _higher_precision(chosen, precision)
+    chosen.note += _why_higher_precision(chosen, precision)
     problem = auto.write_cache(path, key, best, candidates)
     if problem:
         chosen.note += f"; {problem}"
@@ -399,7 +398,7 @@ def _prefer_higher_precision(best: str, medians: dict[str, float], asked: str) -
     return near if medians[near] <= medians[best] * (1 + auto.RUNOFF_MARGIN) else best
 
 
-def _higher_precision(chosen: Runner, asked: str) -> str:
+def _why_higher_precision(chosen: Runner, asked: str) -> str:
     """Why ``auto`` runs in a higher precision than the one asked (int8 asked, a bf16 engine
     faster or as fast): the note's addition naming both times, or ``""``."""
     if chosen.precision == asked:
@@ -411,7 +410,7 @@ def _higher_precision(chosen: Runner, asked: str) -> str:
         return f"; no {asked} engine ran here, so {chosen.precision}"
     best = min(lower, key=lambda c: c.median_ms or 0.0)
     mine_ms, best_ms = mine.median_ms or 0.0, best.median_ms or 0.0
-    how = "faster than" if mine_ms < best_ms else "as fast as (within 5%)"
+    how = "faster than" if mine_ms < best_ms else f"as fast as (within {auto.RUNOFF_MARGIN:.0%})"
     return (
         f"; {chosen.precision} ({mine_ms:.3g} ms) ran {how} {asked} ({best.name} "
         f"{best_ms:.3g} ms), and {asked} allows it"
